@@ -1,0 +1,3 @@
+"""Synapse: one OpenAI- and Ollama-compatible endpoint for every model in the cluster."""
+
+__version__ = "0.1.0"
