@@ -1,0 +1,1 @@
+"""HTTP surfaces: OpenAI (/v1 and unprefixed), Ollama (/api), audio, health and metrics."""

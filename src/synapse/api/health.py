@@ -1,0 +1,47 @@
+"""Liveness, readiness (LiteLLM's paths, no key), per-deployment health (key), metrics."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from synapse import metrics
+from synapse.api.context import GATEWAY
+from synapse.api.protocol import json_response
+
+
+async def liveliness(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    """Ready while the gateway itself can serve: not draining. A dead backend is not our fault."""
+    gateway = request.app[GATEWAY]
+    if gateway.ready and not gateway.draining:
+        return json_response({"status": "ready"})
+    return json_response({"status": "draining" if gateway.draining else "starting"}, status=503)
+
+
+async def health(request: web.Request) -> web.Response:
+    router = request.app[GATEWAY].router
+    deployments = [state.snapshot() for state in router.states.values()]
+    for item in deployments:
+        item["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item["since"]))  # type: ignore[arg-type]
+    healthy = [d for d in deployments if d["state"] != "open"]
+    unhealthy = [d for d in deployments if d["state"] == "open"]
+    return json_response(
+        {
+            "healthy_count": len(healthy),
+            "unhealthy_count": len(unhealthy),
+            "healthy_endpoints": healthy,
+            "unhealthy_endpoints": unhealthy,
+        }
+    )
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    return web.Response(
+        body=metrics.exposition(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )

@@ -1,0 +1,384 @@
+"""Ollama-compatible surface (/api/*, `GET /`): consumers migrate by changing only the host.
+
+Requests for Ollama deployments pass through natively (only `model` rewritten); requests
+for OpenAI-compatible deployments (vLLM) are translated both ways (synapse.translate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from synapse import __version__
+from synapse.api import relay
+from synapse.api.context import Context
+from synapse.api.middleware import has_master_key
+from synapse.api.protocol import json_response
+from synapse.backends import upstream
+from synapse.errors import BadGateway, BadRequest, Forbidden, ModelNotFound, Unavailable
+from synapse.routing import Router
+from synapse.routing.deployment import DeploymentState
+from synapse.translate import chat as chat_tr
+from synapse.translate import embeddings as embed_tr
+
+# The Ollama API version Synapse's answers follow (clients gate features on it).
+OLLAMA_API_VERSION = "0.12.0"
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/", root)  # also answers HEAD
+    router.add_get("/api/version", version)
+    router.add_get("/api/tags", tags)
+    router.add_get("/api/ps", running)
+    router.add_post("/api/show", show)
+    router.add_post("/api/embed", embed)
+    router.add_post("/api/embeddings", embeddings_legacy)
+    router.add_post("/api/chat", chat)
+    router.add_post("/api/generate", generate)
+    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
+        router.add_post(path, manage)
+    router.add_delete("/api/delete", manage)
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running")
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response({"version": OLLAMA_API_VERSION, "synapse": __version__})
+
+
+# -- model listing ---------------------------------------------------------------------------
+
+
+def tag_name(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+def _model_entry(name: str, router: Router, group: str, modified: str) -> dict[str, object]:
+    dep = router.config.groups[group][0]
+    return {
+        "name": tag_name(name),
+        "model": tag_name(name),
+        "modified_at": modified,
+        "size": 0,
+        "digest": hashlib.sha256(f"{dep.provider}/{dep.backend_model}".encode()).hexdigest(),
+        "details": {
+            "parent_model": "",
+            "format": "gguf" if dep.speaks_ollama else "safetensors",
+            "family": "",
+            "families": None,
+            "parameter_size": "",
+            "quantization_level": "",
+        },
+    }
+
+
+async def _backend_tags(ctx: Context) -> dict[tuple[str, str], dict]:
+    """Real size/digest/details from each Ollama backend, where one answers quickly."""
+    bases = {d.ollama_base for d in ctx.router.config.deployments if d.speaks_ollama}
+
+    async def fetch(base: str) -> list[tuple[tuple[str, str], dict]]:
+        try:
+            async with ctx.gateway.http.get(
+                base + "/api/tags", timeout=aiohttp.ClientTimeout(total=2)
+            ) as response:
+                models = (await response.json()).get("models") or []
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+            return []
+        return [((base, tag_name(m.get("name", ""))), m) for m in models if isinstance(m, dict)]
+
+    found = await asyncio.gather(*(fetch(b) for b in bases))
+    return dict(item for items in found for item in items)
+
+
+def _listing(ctx: Context, known: dict[tuple[str, str], dict]) -> list[dict[str, object]]:
+    router = ctx.router
+    modified = chat_tr.now_iso()
+    names = [(g, g) for g in router.config.groups]
+    names += [(a, router.config.aliases[a]) for a in router.public_names()[len(names) :]]
+    models = []
+    for name, group in names:
+        entry = _model_entry(name, router, group, modified)
+        dep = router.config.groups[group][0]
+        real = (
+            known.get((dep.ollama_base, tag_name(dep.backend_model))) if dep.speaks_ollama else None
+        )
+        if real:
+            for key in ("size", "digest", "details", "modified_at"):
+                if key in real:
+                    entry[key] = real[key]
+        models.append(entry)
+    return models
+
+
+async def tags(request: web.Request) -> web.Response:
+    ctx = Context.of(request)
+    return json_response({"models": _listing(ctx, await _backend_tags(ctx))})
+
+
+async def running(request: web.Request) -> web.Response:
+    ctx = Context.of(request)
+    available = {
+        g
+        for g, states in ((g, ctx.router.group_states(g)) for g in ctx.router.config.groups)
+        if any(s.breaker.allows() for s in states)
+    }
+    models = []
+    for entry in _listing(ctx, {}):
+        group = ctx.router.resolve(str(entry["name"]))
+        if group in available:
+            models.append({**entry, "expires_at": "2318-01-01T00:00:00Z", "size_vram": 0})
+    return json_response({"models": models})
+
+
+def _model_field(body: dict) -> object:
+    return body.get("model") or body.get("name")
+
+
+def _resolve(ctx: Context, body: dict) -> str:
+    name = _model_field(body)
+    if not isinstance(name, str) or not name:
+        raise BadRequest("model is required")
+    group = ctx.router.resolve(name)
+    if group is None:
+        raise ModelNotFound(
+            f'model "{name}" not found, try pulling it first '
+            f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
+        )
+    ctx.trace.model, ctx.trace.group = name, group
+    return group
+
+
+async def show(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    group = _resolve(ctx, body)
+    dep = ctx.router.config.groups[group][0]
+    if dep.speaks_ollama:
+
+        async def attempt(state: DeploymentState) -> upstream.Upstream:
+            d = state.deployment
+            payload = orjson.dumps({**body, "model": d.backend_model})
+            return await ctx.send(state, d.ollama_base + "/api/show", payload)
+
+        up = await ctx.router.run(group, attempt, ctx.trace)
+        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+    entry = _model_entry(group, ctx.router, group, chat_tr.now_iso())
+    capability = "embedding" if dep.mode == "embedding" else "completion"
+    return json_response(
+        {
+            "modelfile": "",
+            "parameters": "",
+            "template": "",
+            "details": entry["details"],
+            "model_info": {"general.basename": dep.backend_model},
+            "capabilities": [capability],
+            "modified_at": entry["modified_at"],
+        }
+    )
+
+
+# -- inference -------------------------------------------------------------------------------
+
+
+async def _native_or_translated(
+    request: web.Request,
+    ctx: Context,
+    body: dict,
+    native_path: str,
+    translate,  # (state) -> (openai path, request dict)
+    streaming: bool,
+) -> tuple[upstream.Upstream, bool]:
+    group = _resolve(ctx, body)
+
+    async def attempt(state: DeploymentState) -> upstream.Upstream:
+        dep = state.deployment
+        if dep.speaks_ollama:
+            payload = orjson.dumps({**body, "model": dep.backend_model})
+            return await ctx.send(
+                state, dep.ollama_base + native_path, payload, streaming=streaming
+            )
+        path, translated = translate(state)
+        return await ctx.send(
+            state, dep.openai_base + path, orjson.dumps(translated), streaming=streaming
+        )
+
+    up = await ctx.router.run(group, attempt, ctx.trace)
+    return up, up.state.deployment.speaks_ollama
+
+
+async def _error_from(up: upstream.Upstream, ctx: Context) -> embed_tr.GatewayError:
+    raw = await relay.read_all(up, 1 << 20)
+    return embed_tr.backend_error(up.state.id, up.status, raw)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _chat_like(request, generate=False)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _chat_like(request, generate=True)
+
+
+async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    streaming = body.get("stream", True) is not False
+    model = _model_field(body)
+    if generate and not body.get("prompt") and not body.get("system"):
+        _resolve(ctx, body)  # Ollama loads the model and answers at once; nothing to do here
+        return json_response(
+            {
+                "model": model,
+                "created_at": chat_tr.now_iso(),
+                "response": "",
+                "done": True,
+                "done_reason": "load",
+            }
+        )
+    if not generate and not isinstance(body.get("messages"), list):
+        raise BadRequest("messages must be an array")
+    timing = chat_tr.Timing()
+
+    def translate(state: DeploymentState) -> tuple[str, dict]:
+        dep = state.deployment
+        if generate:
+            return chat_tr.generate_request(body, dep.backend_model, dep.provider, dep.id)
+        return "/chat/completions", chat_tr.chat_request(
+            body, dep.backend_model, dep.provider, dep.id
+        )
+
+    native_path = "/api/generate" if generate else "/api/chat"
+    up, native = await _native_or_translated(request, ctx, body, native_path, translate, streaming)
+    if up.status >= 400:
+        raise await _error_from(up, ctx)
+    if native:
+        if streaming:
+            return await relay.relay_ndjson(request, up, ctx.trace)
+        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+    if streaming:
+        source = chat_tr.sse_to_ndjson(up.lines(), str(model), timing, generate=generate)
+        return await relay.relay_ndjson(request, up, ctx.trace, source=source)
+    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+    relay.record_usage(ctx.trace.group or "", raw)
+    try:
+        answer = chat_tr.chat_response(orjson.loads(raw), str(model), timing, generate=generate)
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
+        raise embed_tr.invalid_answer(up.state.id, exc) from None
+    return json_response(answer)
+
+
+async def embed(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise BadRequest("input must be a string or an array of strings")
+    return await _embed(request, ctx, body, texts, legacy=False)
+
+
+async def embeddings_legacy(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise BadRequest("prompt must be a string")
+    return await _embed(request, ctx, body, [prompt], legacy=True)
+
+
+async def _embed(
+    request: web.Request, ctx: Context, body: dict, texts: list[str], *, legacy: bool
+) -> web.StreamResponse:
+    timing = chat_tr.Timing()
+
+    def translate(state: DeploymentState) -> tuple[str, dict]:
+        request_body: dict[str, object] = {
+            "model": state.deployment.backend_model,
+            "input": texts,
+            "encoding_format": "float",
+        }
+        if isinstance(body.get("dimensions"), int):
+            request_body["dimensions"] = body["dimensions"]
+        return "/embeddings", request_body
+
+    native_path = "/api/embeddings" if legacy else "/api/embed"
+    up, native = await _native_or_translated(request, ctx, body, native_path, translate, False)
+    if up.status >= 400:
+        raise await _error_from(up, ctx)
+    if native:
+        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+    try:
+        answer = orjson.loads(raw)
+        vectors = embed_tr.openai_vectors(answer)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise embed_tr.invalid_answer(up.state.id, exc) from None
+    tokens = (answer.get("usage") or {}).get("prompt_tokens", 0)
+    relay.add_tokens(ctx.trace.group or "", tokens, None)
+    if legacy:
+        return json_response({"embedding": vectors[0] if vectors else []})
+    durations = timing.durations()
+    return json_response(
+        {
+            "model": _model_field(body),
+            "embeddings": vectors,
+            "total_duration": durations["total_duration"],
+            "load_duration": 0,
+            "prompt_eval_count": tokens,
+        }
+    )
+
+
+# -- model management (operators only) --------------------------------------------------------
+
+
+async def manage(request: web.Request) -> web.StreamResponse:
+    """pull/push/create/copy/delete: master key only, forwarded to an Ollama deployment."""
+    ctx = Context.of(request)
+    if not has_master_key(request, ctx.router.config.master_key):
+        raise Forbidden(
+            f"{request.path} changes the models Ollama stores and is for operators: "
+            "send the master key as 'Authorization: Bearer <key>'"
+        )
+    body = await ctx.json()
+    name = _model_field(body)
+    target: DeploymentState | None = None
+    group = ctx.router.resolve(name) if isinstance(name, str) else None
+    candidates = list(ctx.router.group_states(group)) if group else []
+    candidates += list(ctx.router.states.values())
+    target = next((s for s in candidates if s.deployment.speaks_ollama), None)
+    if target is None:
+        raise Unavailable("no Ollama deployment is configured to manage models on")
+    dep = target.deployment
+    if group and group == dep.group and isinstance(name, str):
+        for key in ("model", "name"):
+            if key in body:
+                body[key] = dep.backend_model
+    ctx.trace.group, ctx.trace.deployment = dep.group, dep.id
+    streaming = (
+        request.path in ("/api/pull", "/api/push", "/api/create")
+        and body.get("stream", True) is not False
+    )
+    await target.acquire()
+    try:
+        up = await ctx.send(
+            target,
+            dep.ollama_base + request.path,
+            orjson.dumps(body),
+            streaming=streaming,
+            method=request.method,
+            total=24 * 3600,
+        )
+    except upstream.Retryable as exc:
+        target.release()
+        raise BadGateway(exc.message) from None
+    if streaming and up.status == 200:
+        return await relay.relay_ndjson(request, up, ctx.trace, done_marker=b'"status":"success"')
+    return await relay.passthrough(up, ctx.trace, 1 << 20)

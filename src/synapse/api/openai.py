@@ -1,0 +1,104 @@
+"""OpenAI-compatible surface: /v1/models, chat, completions, embeddings (also unprefixed).
+
+Requests for OpenAI-compatible backends are forwarded with only `model` rewritten; answers
+come back byte for byte. Embeddings for `ollama/` deployments go to Ollama's batch
+`/api/embed` and are converted to OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from synapse.api import relay
+from synapse.api.context import Context
+from synapse.api.protocol import json_response
+from synapse.backends import upstream
+from synapse.errors import BadRequest
+from synapse.routing.deployment import DeploymentState
+from synapse.translate import embeddings as embed_tr
+
+
+async def list_models(request: web.Request) -> web.Response:
+    ctx = Context.of(request)
+    created = int(ctx.gateway.started_at)
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "synapse"}
+                for name in ctx.router.public_names()
+            ],
+        }
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' is required and must be a non-empty array", param="messages")
+    return await _forward_openai(request, ctx, body, "/chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    if "prompt" not in body:
+        raise BadRequest("'prompt' is required", param="prompt")
+    return await _forward_openai(request, ctx, body, "/completions")
+
+
+async def _forward_openai(
+    request: web.Request, ctx: Context, body: dict, path: str
+) -> web.StreamResponse:
+    group = ctx.resolve(body.get("model"))
+    streaming = body.get("stream") is True
+
+    async def attempt(state: DeploymentState) -> upstream.Upstream:
+        dep = state.deployment
+        payload = orjson.dumps({**body, "model": dep.backend_model})
+        return await ctx.send(state, dep.openai_base + path, payload, streaming=streaming)
+
+    up = await ctx.router.run(group, attempt, ctx.trace)
+    if streaming and up.status == 200 and up.content_type.startswith("text/event-stream"):
+        return await relay.relay_sse(request, up, ctx.trace)
+    return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    texts = embed_tr.openai_input(body.get("input"))
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    group = ctx.resolve(body.get("model"))
+
+    async def attempt(state: DeploymentState) -> upstream.Upstream:
+        dep = state.deployment
+        if dep.speaks_ollama:
+            if texts is None:
+                raise BadRequest(
+                    f"{dep.id} is an Ollama deployment: 'input' must be text, not tokens",
+                    param="input",
+                )
+            payload = embed_tr.ollama_embed_request(dep.backend_model, texts, body)
+            return await ctx.send(state, dep.ollama_base + "/api/embed", payload)
+        payload = orjson.dumps({**body, "model": dep.backend_model})
+        return await ctx.send(state, dep.openai_base + "/embeddings", payload)
+
+    up = await ctx.router.run(group, attempt, ctx.trace)
+    if not up.state.deployment.speaks_ollama:
+        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+    if up.status != 200:
+        raise embed_tr.backend_error(up.state.id, up.status, raw)
+    try:
+        answer = orjson.loads(raw)
+        out = embed_tr.ollama_to_openai(answer, body.get("model"), encoding)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise embed_tr.invalid_answer(up.state.id, exc) from None
+    relay.add_tokens(group, answer.get("prompt_eval_count"), None)
+    return json_response(out)

@@ -1,0 +1,199 @@
+"""Sending a backend's answer to the client: whole bodies, or streams chunk by chunk.
+
+A stream that breaks after its first byte cannot be retried; it ends with an error event in
+the caller's framing (SSE `data: {"error": ...}` or an NDJSON `{"error": ...}` line) and
+without its terminator, so no client mistakes a cut stream for a complete one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from synapse import metrics
+from synapse.api.protocol import JSON
+from synapse.backends.upstream import ResponseTooLarge, Upstream
+from synapse.errors import BadGateway, GatewayTimeout
+from synapse.routing import Trace
+
+SSE_DONE = b"data: [DONE]"
+NDJSON_DONE = b'"done":true'
+# ValueError: a translated stream met a frame it cannot parse, or an error frame.
+STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ResponseTooLarge, ValueError)
+
+
+class IncompleteStream(Exception):
+    pass
+
+
+def record_usage(group: str, body: bytes) -> None:
+    """Token counts from an OpenAI-shaped body, parsed only when it carries usage."""
+    if b'"usage"' not in body:
+        return
+    try:
+        usage = orjson.loads(body).get("usage") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        return
+    add_tokens(group, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+def add_tokens(group: str, prompt: object, completion: object) -> None:
+    if isinstance(prompt, int) and prompt > 0:
+        metrics.PROMPT_TOKENS.labels(group).inc(prompt)
+    if isinstance(completion, int) and completion > 0:
+        metrics.COMPLETION_TOKENS.labels(group).inc(completion)
+
+
+async def read_all(up: Upstream, limit: int) -> bytes:
+    try:
+        return await up.read(limit)
+    except TimeoutError:
+        raise GatewayTimeout(f"{up.state.id} timed out while sending its answer") from None
+    except (aiohttp.ClientError, ResponseTooLarge) as exc:
+        raise BadGateway(f"{up.state.id} sent an incomplete answer: {exc}") from None
+    finally:
+        up.release()
+
+
+async def passthrough(up: Upstream, trace: Trace, limit: int) -> web.Response:
+    """A non-streamed answer from a backend speaking the caller's protocol, bytes untouched."""
+    body = await read_all(up, limit)
+    if up.status < 300 and trace.group:
+        record_usage(trace.group, body)
+    return web.Response(body=body, status=up.status, headers={"Content-Type": up.content_type})
+
+
+async def stream(
+    request: web.Request,
+    up: Upstream,
+    trace: Trace,
+    *,
+    content_type: str,
+    source: AsyncIterator[bytes],
+    done_marker: bytes,
+    error_frame: Callable[[str], bytes],
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> web.StreamResponse:
+    """Relay `source` to the client as it arrives; end with `error_frame` if it breaks."""
+    started = request.get("started", time.perf_counter())
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "no-cache",
+            "X-Request-ID": trace.request_id,
+        }
+    )
+    await response.prepare(request)
+    tail = b""
+    first = True
+    clean = False
+    try:
+        async for chunk in source:
+            if first:
+                first = False
+                metrics.TIME_TO_FIRST_TOKEN.labels(trace.group or "", request["route"]).observe(
+                    time.perf_counter() - started
+                )
+            if on_chunk is not None:
+                on_chunk(chunk)
+            await response.write(chunk)
+            tail = (tail + chunk)[-512:]
+        if done_marker not in tail.replace(b" ", b""):
+            raise IncompleteStream("the backend closed the stream before its end marker")
+        clean = True
+    except (*STREAM_ERRORS, IncompleteStream) as exc:
+        reason = "idle timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        message = f"stream from {up.state.id} broke: {reason}"
+        trace.errors.append(message)
+        request["stream_error"] = message
+        await response.write(error_frame(message))
+        response.force_close()
+    finally:
+        if clean:
+            up.release()
+        else:
+            up.close()  # also on client disconnect (CancelledError): the backend stops
+    await response.write_eof()
+    return response
+
+
+def sse_error(message: str) -> bytes:
+    return (
+        b"data: "
+        + orjson.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "api_error",
+                    "param": None,
+                    "code": "stream_interrupted",
+                }
+            }
+        )
+        + b"\n\n"
+    )
+
+
+def ndjson_error(message: str) -> bytes:
+    return orjson.dumps({"error": message}) + b"\n"
+
+
+async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.StreamResponse:
+    group = trace.group or ""
+
+    def usage(chunk: bytes) -> None:
+        if b'"usage"' in chunk:
+            for line in chunk.split(b"\n"):
+                if line.startswith(b"data: {") and b'"usage"' in line:
+                    record_usage(group, line[6:])
+
+    return await stream(
+        request,
+        up,
+        trace,
+        content_type="text/event-stream",
+        source=up.chunks(),
+        done_marker=SSE_DONE.replace(b" ", b""),
+        error_frame=sse_error,
+        on_chunk=usage,
+    )
+
+
+async def relay_ndjson(
+    request: web.Request,
+    up: Upstream,
+    trace: Trace,
+    source: AsyncIterator[bytes] | None = None,
+    done_marker: bytes = NDJSON_DONE,
+) -> web.StreamResponse:
+    """An Ollama NDJSON stream: the backend's own, or `source` translated from SSE."""
+    group = trace.group or ""
+
+    def usage(chunk: bytes) -> None:
+        if b'"done":true' in chunk.replace(b" ", b""):
+            for line in chunk.split(b"\n"):
+                if b'"eval_count"' in line:
+                    try:
+                        final = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue
+                    add_tokens(group, final.get("prompt_eval_count"), final.get("eval_count"))
+
+    return await stream(
+        request,
+        up,
+        trace,
+        content_type="application/x-ndjson",
+        source=source or up.lines(),
+        done_marker=done_marker,
+        error_frame=ndjson_error,
+        on_chunk=usage,
+    )
+
+
+def is_json(up: Upstream) -> bool:
+    return up.content_type.startswith(JSON)

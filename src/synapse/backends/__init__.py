@@ -1,0 +1,1 @@
+"""Talking to backends: one pooled HTTP client, failures classified for retry decisions."""

@@ -1,0 +1,108 @@
+"""The config file's shape: LiteLLM's proxy format plus Synapse's own `synapse_settings` block.
+
+LiteLLM sections allow unknown keys (the same file drives a LiteLLM proxy); the loader warns
+about each one so nothing is silently misread. `synapse_settings` is ours and strict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROVIDERS = ("ollama", "ollama_chat", "hosted_vllm", "openai")
+Mode = Literal["chat", "completion", "embedding", "audio_transcription", "audio_speech"]
+
+
+class _LiteLLMSection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class LiteLLMParams(_LiteLLMSection):
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    max_parallel_requests: int | None = Field(default=None, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _provider_prefix(cls, value: str) -> str:
+        provider, _, backend_model = value.partition("/")
+        if provider not in PROVIDERS or not backend_model:
+            raise ValueError(
+                f"expected '<provider>/<backend model>' with provider one of "
+                f"{', '.join(PROVIDERS)}; got {value!r}"
+            )
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL; got {value!r}")
+        return value
+
+
+class ModelInfo(_LiteLLMSection):
+    id: str | None = None
+    mode: Mode | None = None
+
+
+class ModelEntry(_LiteLLMSection):
+    model_name: str = Field(min_length=1)
+    litellm_params: LiteLLMParams
+    model_info: ModelInfo = ModelInfo()
+
+
+class AliasTarget(_LiteLLMSection):
+    model: str
+    hidden: bool = False
+
+
+class RouterSettings(_LiteLLMSection):
+    fallbacks: list[dict[str, list[str]]] = []
+    num_retries: int = Field(default=2, ge=0, le=10)
+    timeout: float = Field(default=600.0, gt=0)
+    stream_timeout: float | None = Field(default=None, gt=0)
+    model_group_alias: dict[str, str | AliasTarget] = {}
+    allowed_fails: int = Field(default=3, ge=1)
+    cooldown_time: float = Field(default=30.0, ge=0)
+    retry_after: float = Field(default=0.0, ge=0)
+    routing_strategy: str | None = None
+
+
+class GeneralSettings(_LiteLLMSection):
+    master_key: str | None = None
+
+
+class SynapseSettings(BaseModel):
+    """Knobs LiteLLM has no name for. Strict: a typo here is an error, not a warning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ollama_port: int | None = Field(default=None, ge=1, le=65535)
+    ollama_requires_key: bool = False
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    audio_timeout: float = Field(default=900.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    stream_idle_timeout: float = Field(default=120.0, gt=0)
+    retry_backoff: float = Field(default=0.05, ge=0)
+    queue_size: int = Field(default=128, ge=0)
+    queue_timeout: float = Field(default=30.0, gt=0)
+    health_check_interval: float = Field(default=15.0, ge=0)
+    health_check_timeout: float = Field(default=5.0, gt=0)
+    reload_interval: float = Field(default=2.0, ge=0)
+    drain_delay: float = Field(default=5.0, ge=0)
+    shutdown_grace: float = Field(default=25.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ConfigFile(_LiteLLMSection):
+    model_list: list[ModelEntry] = Field(min_length=1)
+    router_settings: RouterSettings = RouterSettings()
+    general_settings: GeneralSettings = GeneralSettings()
+    litellm_settings: dict[str, object] = {}
+    synapse_settings: SynapseSettings = SynapseSettings()

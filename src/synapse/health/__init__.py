@@ -1,0 +1,1 @@
+"""Active health checks that open and close deployment breakers between requests."""

@@ -1,0 +1,77 @@
+"""Active checks: Ollama answers `GET /`; OpenAI-compatible servers `GET /health` or `/v1/models`.
+
+A failed check opens the deployment's breaker at once (routing skips it); a passing check
+closes an open breaker: it is the half-open probe that brings a deployment back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from synapse.routing.breaker import State
+from synapse.routing.deployment import DeploymentState
+from synapse.server.gateway import Gateway
+
+log = logging.getLogger("synapse.health")
+
+
+async def probe(session: aiohttp.ClientSession, state: DeploymentState, timeout: float) -> bool:
+    dep = state.deployment
+    limit = aiohttp.ClientTimeout(total=timeout)
+    headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
+    urls = (
+        [dep.ollama_base + "/"]
+        if dep.speaks_ollama
+        else [dep.openai_base.removesuffix("/v1") + "/health", dep.openai_base + "/models"]
+    )
+    for url in urls:
+        try:
+            async with session.get(url, timeout=limit, headers=headers) as response:
+                if response.status < 400:
+                    return True
+                if response.status not in (404, 405):
+                    return False
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+    return False
+
+
+async def check_once(gateway: Gateway) -> None:
+    states = list(gateway.router.states.values())
+    timeout = gateway.config.settings.health_check_timeout
+    results = await asyncio.gather(*(probe(gateway.http, s, timeout) for s in states))
+    for state, ok in zip(states, results, strict=True):
+        before = state.breaker.state
+        if ok and before is not State.CLOSED:
+            state.breaker.succeeded()
+        elif not ok and before is not State.OPEN:
+            state.breaker.trip()
+        if state.breaker.state is not before:
+            state.publish_health()
+            log.warning(
+                "deployment health changed",
+                extra={
+                    "fields": {
+                        "event": "health",
+                        "deployment": state.id,
+                        "from": before.name.lower(),
+                        "to": state.breaker.state.name.lower(),
+                    }
+                },
+            )
+
+
+async def run_forever(gateway: Gateway) -> None:
+    while True:
+        interval = gateway.config.settings.health_check_interval
+        if interval <= 0:
+            await asyncio.sleep(5)
+            continue
+        try:
+            await check_once(gateway)
+        except Exception:
+            log.exception("health check round failed")
+        await asyncio.sleep(interval)

@@ -1,0 +1,123 @@
+"""Live state of one deployment: in-flight count, bounded wait queue, circuit breaker.
+
+State outlives config reloads when the deployment is unchanged, so limits and breakers
+stay correct for requests that straddle a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from synapse import metrics
+from synapse.config import Deployment
+from synapse.errors import Overloaded
+from synapse.routing.breaker import Breaker, State
+
+
+class DeploymentState:
+    def __init__(
+        self,
+        deployment: Deployment,
+        *,
+        allowed_fails: int,
+        cooldown: float,
+        queue_size: int,
+        queue_timeout: float,
+    ) -> None:
+        self.deployment = deployment
+        self.breaker = Breaker(allowed_fails, cooldown)
+        self.in_flight = 0
+        self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._g_in_flight = metrics.IN_FLIGHT.labels(deployment.id)
+        self._g_queued = metrics.QUEUED.labels(deployment.id)
+        self._g_up = metrics.DEPLOYMENT_UP.labels(
+            deployment.group, deployment.id, deployment.provider
+        )
+        self._g_breaker = metrics.BREAKER_STATE.labels(deployment.id)
+        self.publish_health()
+
+    @property
+    def id(self) -> str:
+        return self.deployment.id
+
+    @property
+    def full(self) -> bool:
+        limit = self.deployment.max_parallel_requests
+        return limit is not None and self.in_flight >= limit
+
+    @property
+    def queue_full(self) -> bool:
+        return len(self._waiters) >= self.queue_size
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in a bounded queue with a deadline; Overloaded otherwise."""
+        if not self.full:
+            self.in_flight += 1
+            self._g_in_flight.set(self.in_flight)
+            return
+        if self.queue_full:
+            raise Overloaded(
+                f"deployment {self.id} is at max_parallel_requests and its queue is full",
+                headers={"Retry-After": "1"},
+            )
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._g_queued.set(len(self._waiters))
+        try:
+            await asyncio.wait_for(waiter, self.queue_timeout)
+        except TimeoutError:
+            raise Overloaded(
+                f"deployment {self.id}: no free slot within {self.queue_timeout:g}s",
+                headers={"Retry-After": str(max(1, round(self.queue_timeout)))},
+            ) from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed to us as we were cancelled
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            self._g_queued.set(len(self._waiters))
+        # The releasing request handed its slot over: in_flight is unchanged.
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+        self._g_in_flight.set(self.in_flight)
+
+    def record(self, ok: bool) -> None:
+        before = self.breaker.state
+        if ok:
+            self.breaker.succeeded()
+        else:
+            self.breaker.failed()
+        if self.breaker.state is not before:
+            self.publish_health()
+
+    def publish_health(self) -> None:
+        state = self.breaker.state
+        self._g_up.set(0 if state is State.OPEN else 1)
+        self._g_breaker.set(int(state))
+
+    def snapshot(self) -> dict[str, object]:
+        d = self.deployment
+        return {
+            "id": d.id,
+            "model": d.group,
+            "provider": d.provider,
+            "backend_model": d.backend_model,
+            "api_base": d.api_base,
+            "state": self.breaker.state.name.lower().replace("_", "-"),
+            "since": self.breaker.since,
+            "consecutive_failures": self.breaker.failures,
+            "in_flight": self.in_flight,
+            "queued": len(self._waiters),
+            "max_parallel_requests": d.max_parallel_requests,
+        }

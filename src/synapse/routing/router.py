@@ -1,0 +1,178 @@
+"""The router: resolves model names and runs one request across retries and fallbacks.
+
+An attempt that fails before its response starts (`Retryable`) is retried on the same group
+(preferring untried deployments) up to `num_retries` times with short backoff, then the
+`fallbacks` chain is walked in order. Local backpressure (a full queue) skips straight to the
+next group: retrying a saturated group only adds load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from synapse import metrics
+from synapse.backends.upstream import Retryable
+from synapse.config import Config
+from synapse.errors import (
+    BadGateway,
+    GatewayError,
+    GatewayTimeout,
+    ModelNotFound,
+    Overloaded,
+    Unavailable,
+)
+from synapse.routing.deployment import DeploymentState
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to one request, for the log line and metrics."""
+
+    request_id: str
+    model: str | None = None
+    group: str | None = None
+    deployment: str | None = None
+    retries: int = 0
+    fallback: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Router:
+    def __init__(self, config: Config, states: dict[str, DeploymentState]) -> None:
+        self.config = config
+        self.states = states
+        self._by_group = {
+            name: tuple(states[d.id] for d in deps) for name, deps in config.groups.items()
+        }
+
+    # -- names ---------------------------------------------------------------------------
+    def resolve(self, name: str) -> str | None:
+        """Model name, alias, or either with Ollama's implicit `:latest` tag → group name."""
+        for candidate in _spellings(name):
+            if candidate in self._by_group:
+                return candidate
+            target = self.config.aliases.get(candidate)
+            if target is not None:
+                return target
+        return None
+
+    def require(self, name: object) -> str:
+        if not isinstance(name, str) or not name:
+            raise GatewayError(
+                "'model' is required and must be a string", status=400, param="model"
+            )
+        group = self.resolve(name)
+        if group is None:
+            raise ModelNotFound(
+                f"model {name!r} not found; available models: {', '.join(self.public_names())}",
+                param="model",
+            )
+        return group
+
+    def public_names(self) -> list[str]:
+        visible = (a for a in self.config.aliases if a not in self.config.hidden_aliases)
+        return [*self.config.groups, *visible]
+
+    def group_states(self, group: str) -> tuple[DeploymentState, ...]:
+        return self._by_group[group]
+
+    # -- selection -----------------------------------------------------------------------
+    def pick(self, group: str, tried: set[str]) -> DeploymentState | None:
+        """Least in-flight among deployments whose breaker allows traffic; ties at random."""
+        best: list[DeploymentState] = []
+        best_key: tuple[bool, int] | None = None
+        for state in self._by_group[group]:
+            if not state.breaker.allows():
+                continue
+            key = (state.id in tried, state.in_flight)
+            if best_key is None or key < best_key:
+                best, best_key = [state], key
+            elif key == best_key:
+                best.append(state)
+        if not best:
+            return None
+        return best[0] if len(best) == 1 else random.choice(best)
+
+    # -- execution -----------------------------------------------------------------------
+    async def run(
+        self,
+        group: str,
+        attempt: Callable[[DeploymentState], Awaitable[T]],
+        trace: Trace,
+    ) -> T:
+        """Run `attempt` on a deployment of `group` (or its fallbacks) until one answers.
+
+        On success the attempt's result owns the deployment slot and must release it.
+        """
+        config = self.config
+        backoff = max(config.settings.retry_backoff, config.retry_after)
+        errors: list[Exception] = []
+        trace.group = group
+        for n, current in enumerate((group, *config.fallbacks.get(group, ()))):
+            if n:
+                trace.fallback = current
+                metrics.FALLBACKS.labels(group, current).inc()
+            tried: set[str] = set()
+            for attempt_no in range(config.num_retries + 1):
+                state = self.pick(current, tried)
+                if state is None:
+                    errors.append(Unavailable(f"no healthy deployment for {current!r}"))
+                    break
+                if attempt_no:
+                    trace.retries += 1
+                    metrics.RETRIES.labels(current, state.id).inc()
+                    await asyncio.sleep(backoff * 2 ** (attempt_no - 1))
+                tried.add(state.id)
+                try:
+                    await state.acquire()
+                except Overloaded as exc:
+                    errors.append(exc)
+                    break
+                state.breaker.begin()
+                trace.deployment = state.id
+                try:
+                    result = await attempt(state)
+                except Retryable as exc:
+                    state.release()
+                    if exc.status != 429:  # a busy backend is not a broken one
+                        state.record(ok=False)
+                    trace.errors.append(exc.message)
+                    errors.append(exc)
+                    continue
+                except BaseException:
+                    state.release()
+                    raise
+                state.record(ok=True)
+                return result
+        raise _final_error(group, errors)
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    if name.endswith(":latest"):
+        return (name, name.removesuffix(":latest"))
+    if ":" not in name:
+        return (name, name + ":latest")
+    return (name,)
+
+
+def _final_error(group: str, errors: list[Exception]) -> GatewayError:
+    """The most telling error once every deployment of every group has failed."""
+    if errors and all(isinstance(e, Overloaded) for e in errors):
+        return errors[-1]  # type: ignore[return-value]
+    failures = [e for e in errors if isinstance(e, Retryable)]
+    detail = "; ".join(e.message for e in failures) or "; ".join(str(e) for e in errors)
+    if failures and all(e.kind == "timeout" for e in failures):
+        return GatewayTimeout(f"backends for {group!r} timed out: {detail}")
+    if failures and all(e.status == 429 for e in failures):
+        return Overloaded(
+            f"backends for {group!r} are busy: {detail}", headers={"Retry-After": "1"}
+        )
+    if failures and all(e.kind == "status" for e in failures):
+        return BadGateway(f"backends for {group!r} failed: {detail}")
+    return Unavailable(f"no deployment available for {group!r}: {detail}")

@@ -1,0 +1,1 @@
+"""The gateway process: application assembly, lifecycle (drain, reload), the serve command."""

@@ -1,0 +1,42 @@
+"""Assembles the two listeners' applications from the API modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from synapse.api import health, ollama, openai
+from synapse.api.context import GATEWAY
+from synapse.api.middleware import make_middleware
+from synapse.server.gateway import Gateway
+
+# Request bodies are bounded by our own reader (per-route limits, hot-reloadable).
+_NO_AIOHTTP_LIMIT = 1 << 40
+
+
+def _app(gateway: Gateway, *, keyed: bool) -> web.Application:
+    app = web.Application(
+        middlewares=[make_middleware(keyed=keyed)], client_max_size=_NO_AIOHTTP_LIMIT
+    )
+    app[GATEWAY] = gateway
+    app.router.add_get("/health/liveliness", health.liveliness)
+    app.router.add_get("/health/readiness", health.readiness)
+    app.router.add_get("/metrics", health.prometheus)
+    ollama.add_routes(app.router)
+    return app
+
+
+def main_app(gateway: Gateway) -> web.Application:
+    """Port 8000: OpenAI API (with and without /v1), Ollama API, health; keyed."""
+    app = _app(gateway, keyed=True)
+    app.router.add_get("/health", health.health)
+    for prefix in ("/v1", ""):
+        app.router.add_get(f"{prefix}/models", openai.list_models)
+        app.router.add_post(f"{prefix}/chat/completions", openai.chat_completions)
+        app.router.add_post(f"{prefix}/completions", openai.completions)
+        app.router.add_post(f"{prefix}/embeddings", openai.embeddings)
+    return app
+
+
+def ollama_app(gateway: Gateway) -> web.Application:
+    """The Ollama-compatible port: consumers change only the host. Keyless unless configured."""
+    return _app(gateway, keyed=gateway.config.settings.ollama_requires_key)

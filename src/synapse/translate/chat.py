@@ -1,0 +1,262 @@
+"""Ollama `/api/chat` and `/api/generate` onto an OpenAI-compatible backend, and back.
+
+Ollama reports durations in nanoseconds; an OpenAI backend reports none, so they are
+measured at the gateway: prompt_eval_duration = time to the first token, eval_duration =
+the rest. Counts come from the backend's usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+
+from synapse.errors import BadRequest
+
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop"}
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _options(body: dict, provider: str) -> dict[str, object]:
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("'options' must be an object", param="options")
+    out: dict[str, object] = {}
+    for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "stop"):
+        if options.get(key) is not None:
+            out[key] = options[key]
+    if isinstance(options.get("num_predict"), int) and options["num_predict"] > 0:
+        out["max_tokens"] = options["num_predict"]
+    if provider == "hosted_vllm":  # vLLM's sampling extensions; OpenAI's API has none
+        if options.get("top_k") is not None:
+            out["top_k"] = options["top_k"]
+        if options.get("min_p") is not None:
+            out["min_p"] = options["min_p"]
+        if options.get("repeat_penalty") is not None:
+            out["repetition_penalty"] = options["repeat_penalty"]
+    fmt = body.get("format")
+    if fmt == "json":
+        out["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": fmt},
+        }
+    elif fmt not in (None, ""):
+        raise BadRequest("'format' must be \"json\" or a JSON schema object", param="format")
+    return out
+
+
+def _message(i: int, message: object, deployment: str) -> dict[str, object]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise BadRequest(f"messages[{i}] must be an object with a 'role'", param="messages")
+    if message.get("images"):
+        raise BadRequest(
+            f"messages[{i}].images: {deployment} is an OpenAI-compatible text backend and "
+            "cannot take Ollama images",
+            param="messages",
+        )
+    out: dict[str, object] = {"role": message["role"], "content": message.get("content") or ""}
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        out["tool_calls"] = [
+            {
+                "id": f"call_{i}_{n}",
+                "type": "function",
+                "function": {
+                    "name": call.get("function", {}).get("name"),
+                    "arguments": orjson.dumps(
+                        call.get("function", {}).get("arguments", {})
+                    ).decode(),
+                },
+            }
+            for n, call in enumerate(calls)
+        ]
+    if message.get("tool_name"):
+        out["name"] = message["tool_name"]
+    return out
+
+
+def chat_request(body: dict, backend_model: str, provider: str, deployment: str) -> dict:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be an array", param="messages")
+    request: dict[str, object] = {
+        "model": backend_model,
+        "messages": [_message(i, m, deployment) for i, m in enumerate(messages)],
+        **_options(body, provider),
+    }
+    if body.get("tools"):
+        request["tools"] = body["tools"]
+    return _streaming(request, body)
+
+
+def generate_request(
+    body: dict, backend_model: str, provider: str, deployment: str
+) -> tuple[str, dict]:
+    """(OpenAI path, request). `raw` prompts go to /completions, others through the chat template."""
+    if body.get("images"):
+        raise BadRequest(
+            f"images: {deployment} is an OpenAI-compatible text backend and "
+            "cannot take Ollama images",
+            param="images",
+        )
+    if body.get("suffix"):
+        raise BadRequest(
+            f"suffix: fill-in-the-middle is not available on {deployment}", param="suffix"
+        )
+    prompt = body.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise BadRequest("'prompt' must be a string", param="prompt")
+    options = _options(body, provider)
+    if body.get("raw"):
+        return "/completions", _streaming(
+            {"model": backend_model, "prompt": prompt, **options}, body
+        )
+    messages = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": body["system"]})
+    messages.append({"role": "user", "content": prompt})
+    return "/chat/completions", _streaming(
+        {"model": backend_model, "messages": messages, **options}, body
+    )
+
+
+def _streaming(request: dict, body: dict) -> dict:
+    if body.get("stream", True):
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}
+    return request
+
+
+@dataclass
+class Timing:
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+
+    def mark(self) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+
+    def durations(self) -> dict[str, int]:
+        end = time.perf_counter()
+        first = self.first_token or end
+        return {
+            "total_duration": int((end - self.started) * 1e9),
+            "load_duration": 0,
+            "prompt_eval_duration": int((first - self.started) * 1e9),
+            "eval_duration": int((end - first) * 1e9),
+        }
+
+
+def _tool_calls(calls: list[dict]) -> list[dict]:
+    out = []
+    for call in calls:
+        fn = call.get("function") or {}
+        args = fn.get("arguments") or "{}"
+        try:
+            parsed = orjson.loads(args) if isinstance(args, str) else args
+        except orjson.JSONDecodeError:
+            parsed = {"_raw": args}
+        out.append({"function": {"name": fn.get("name"), "arguments": parsed}})
+    return out
+
+
+def final_fields(usage: dict | None, finish: str | None, timing: Timing) -> dict[str, object]:
+    usage = usage or {}
+    return {
+        "done_reason": FINISH.get(finish or "stop", "stop"),
+        "done": True,
+        **timing.durations(),
+        "prompt_eval_count": usage.get("prompt_tokens", 0),
+        "eval_count": usage.get("completion_tokens", 0),
+    }
+
+
+def chat_response(answer: dict, model: str, timing: Timing, *, generate: bool) -> dict:
+    """A non-streamed OpenAI answer as Ollama's chat (or generate) answer."""
+    choice = (answer.get("choices") or [{}])[0]
+    if generate and "text" in choice:
+        text = choice.get("text") or ""
+        tool_calls: list[dict] = []
+    else:
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        tool_calls = message.get("tool_calls") or []
+    timing.mark()
+    out: dict[str, object] = {"model": model, "created_at": now_iso()}
+    if generate:
+        out["response"] = text
+    else:
+        out["message"] = {"role": "assistant", "content": text}
+        if tool_calls:
+            out["message"]["tool_calls"] = _tool_calls(tool_calls)  # type: ignore[index]
+    out.update(final_fields(answer.get("usage"), choice.get("finish_reason"), timing))
+    return out
+
+
+async def sse_to_ndjson(
+    lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool
+) -> AsyncIterator[bytes]:
+    """Re-frame an OpenAI SSE stream as Ollama NDJSON; the last line has `done: true`.
+
+    Stops without the final line if the SSE stream ends before `data: [DONE]`, so the
+    relay reports the stream as broken.
+    """
+    usage: dict | None = None
+    finish: str | None = None
+    calls: dict[int, dict] = {}
+    async for raw in lines:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            final: dict[str, object] = {"model": model, "created_at": now_iso()}
+            if generate:
+                final["response"] = ""
+            else:
+                final["message"] = {"role": "assistant", "content": ""}
+                if calls:
+                    final["message"]["tool_calls"] = _tool_calls(  # type: ignore[index]
+                        [calls[k] for k in sorted(calls)]
+                    )
+            final.update(final_fields(usage, finish, timing))
+            yield orjson.dumps(final) + b"\n"
+            return
+        chunk = orjson.loads(data)
+        if chunk.get("error"):
+            err = chunk["error"]
+            raise ValueError(err.get("message") if isinstance(err, dict) else str(err))
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            finish = choice.get("finish_reason") or finish
+            if generate and "text" in choice:
+                text = choice.get("text") or ""
+            else:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                for call in delta.get("tool_calls") or ():
+                    slot = calls.setdefault(
+                        call.get("index", 0), {"function": {"name": None, "arguments": ""}}
+                    )
+                    fn = call.get("function") or {}
+                    if fn.get("name"):
+                        slot["function"]["name"] = fn["name"]
+                    slot["function"]["arguments"] += fn.get("arguments") or ""
+            if text:
+                timing.mark()
+                out: dict[str, object] = {"model": model, "created_at": now_iso()}
+                if generate:
+                    out["response"] = text
+                else:
+                    out["message"] = {"role": "assistant", "content": text}
+                out["done"] = False
+                yield orjson.dumps(out) + b"\n"
