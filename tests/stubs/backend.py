@@ -1,0 +1,479 @@
+"""A small backend that speaks OpenAI's or Ollama's wire protocol, for tests and benchmarks.
+
+Run: python -m tests.stubs.backend --kind openai|ollama --port P
+Shapes follow the public API references (OpenAI: chat.completion, chat.completion.chunk SSE
+ending in `data: [DONE]`, embeddings list; Ollama: /api/embed, /api/embeddings, NDJSON chat
+and generate with a final `done: true` line). Behaviour is switched at run time through
+`POST /_control {"mode": ...}` so a test can break a backend the way real ones break:
+
+  ok          normal answers
+  error500    every inference call answers 500
+  hang        accept the request, never answer
+  cut_stream  streams send two chunks, then the process drops the connection
+  slow        answer after `delay` seconds
+  busy        answer 429
+  error400    answer 400 (a client error: never retried)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import math
+import struct
+import time
+from array import array
+
+import orjson
+from aiohttp import web
+
+STATE: dict[str, object] = {"mode": "ok", "delay": 0.0, "calls": 0, "audio_bytes": 0}
+WORDS = ["Hello", " from", " the", " stub", " backend", "."]
+DIM = 8
+
+
+def vector(text: str) -> list[float]:
+    """Deterministic unit vector from the text (same text → same vector)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [b - 128 for b in digest[:DIM]]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+async def behave(request: web.Request) -> web.StreamResponse | None:
+    STATE["calls"] = int(STATE["calls"]) + 1  # type: ignore[call-overload]
+    mode = STATE["mode"]
+    if mode == "error500":
+        return web.json_response(
+            {"error": {"message": "stub failure", "type": "server_error"}}, status=500
+        )
+    if mode == "error400":
+        return web.json_response(
+            {
+                "error": {
+                    "message": "stub rejects this request",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status=400,
+        )
+    if mode == "busy":
+        return web.json_response({"error": {"message": "busy"}}, status=429)
+    if mode == "hang":
+        await asyncio.sleep(3600)
+    if mode == "slow":
+        await asyncio.sleep(float(STATE["delay"]))  # type: ignore[arg-type]
+    return None
+
+
+def json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+# -- control ---------------------------------------------------------------------------------
+
+
+async def control(request: web.Request) -> web.Response:
+    STATE.update(await request.json())
+    return json(STATE)
+
+
+async def stats(request: web.Request) -> web.Response:
+    return json(STATE)
+
+
+# -- OpenAI ----------------------------------------------------------------------------------
+
+
+async def openai_health(request: web.Request) -> web.Response:
+    return web.Response(text="")
+
+
+async def openai_models(request: web.Request) -> web.Response:
+    return json(
+        {
+            "object": "list",
+            "data": [{"id": "stub-model", "object": "model", "created": 0, "owned_by": "stub"}],
+        }
+    )
+
+
+def _completion_text(body: dict) -> str:
+    messages = body.get("messages") or []
+    last = messages[-1].get("content", "") if messages else body.get("prompt", "")
+    return f"{''.join(WORDS)} You said: {last}"
+
+
+async def openai_chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if not isinstance(body.get("messages"), list):
+        return json(
+            {
+                "error": {
+                    "message": "messages is required",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": None,
+                }
+            },
+            status=400,
+        )
+    if (answer := await behave(request)) is not None:
+        return answer
+    created = int(time.time())
+    cid = "chatcmpl-stub"
+    if body.get("stream"):
+        return await _sse(request, body, cid, created)
+    text = _completion_text(body)
+    if body.get("response_format", {}).get("type") == "json_object":
+        text = '{"answer": "stub"}'
+    return json(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 7,
+                "completion_tokens": len(WORDS),
+                "total_tokens": 7 + len(WORDS),
+            },
+        }
+    )
+
+
+async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
+        data = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body["model"],
+            "choices": []
+            if usage
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if usage:
+            data["usage"] = usage
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    await response.write(chunk({"role": "assistant", "content": ""}))
+    for i, word in enumerate(WORDS):
+        if STATE["mode"] == "cut_stream" and i == 2:
+            request.transport.close()  # type: ignore[union-attr]  # the process "dies"
+            return response
+        await response.write(chunk({"content": word}))
+        await asyncio.sleep(float(STATE.get("chunk_delay", 0.0)))  # type: ignore[arg-type]
+    await response.write(chunk({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await response.write(
+            chunk(
+                {},
+                usage={
+                    "prompt_tokens": 7,
+                    "completion_tokens": len(WORDS),
+                    "total_tokens": 7 + len(WORDS),
+                },
+            )
+        )
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def openai_completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    return json(
+        {
+            "id": "cmpl-stub",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "text": _completion_text(body),
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9},
+        }
+    )
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = []
+    for i, text in enumerate(texts):
+        vec = vector(str(text))
+        emb: object = vec
+        if body.get("encoding_format") == "base64":
+            emb = base64.b64encode(array("f", vec).tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return json(
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+        }
+    )
+
+
+async def openai_transcription(request: web.Request) -> web.StreamResponse:
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    digest, size = hashlib.sha256(), 0
+    async for part in reader:
+        if part.name == "file":
+            while chunk := await part.read_chunk(65536):
+                digest.update(chunk)
+                size += len(chunk)
+        else:
+            fields[part.name or ""] = (await part.read()).decode()
+    STATE["audio_bytes"] = size
+    if (answer := await behave(request)) is not None:
+        return answer
+    text = f"{size} bytes sha256 {digest.hexdigest()} model {fields.get('model')}"
+    if request.path.endswith("translations"):
+        text = "translated: " + text
+    if fields.get("response_format") == "text":
+        return web.Response(text=text)
+    return json(
+        {"text": text, **({"language": fields["language"]} if "language" in fields else {})}
+    )
+
+
+async def openai_speech(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    payload = speech_bytes(body["input"])
+    response = web.StreamResponse(headers={"Content-Type": "audio/wav"})
+    await response.prepare(request)
+    for i in range(0, len(payload), 4096):
+        await response.write(payload[i : i + 4096])
+    await response.write_eof()
+    return response
+
+
+def speech_bytes(text: str) -> bytes:
+    """A valid WAV whose samples are derived from the text, so tests can compare bytes."""
+    samples = (hashlib.sha256(text.encode()).digest() * 700)[:16000]
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(samples))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(samples))
+    )
+    return header + samples
+
+
+# -- Ollama ----------------------------------------------------------------------------------
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+
+async def ollama_root(request: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running")
+
+
+async def ollama_tags(request: web.Request) -> web.Response:
+    names = str(STATE.get("models", "mxbai-embed-large:latest,llama3.1:8b")).split(",")
+    return json(
+        {
+            "models": [
+                {
+                    "name": n,
+                    "model": n,
+                    "modified_at": now(),
+                    "size": 669615493,
+                    "digest": hashlib.sha256(n.encode()).hexdigest(),
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": "bert",
+                        "families": ["bert"],
+                        "parameter_size": "334M",
+                        "quantization_level": "F16",
+                    },
+                }
+                for n in names
+                if n
+            ]
+        }
+    )
+
+
+async def ollama_embed(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    return json(
+        {
+            "model": body["model"],
+            "embeddings": [vector(t) for t in texts],
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": len(texts),
+        }
+    )
+
+
+async def ollama_embeddings(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    return json({"embedding": vector(body["prompt"])})
+
+
+async def ollama_chat(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    if (answer := await behave(request)) is not None:
+        return answer
+    generate = request.path.endswith("generate")
+    key = "response" if generate else "message"
+
+    def part(text: str) -> object:
+        return text if generate else {"role": "assistant", "content": text}
+
+    final = {
+        "done_reason": "stop",
+        "done": True,
+        "total_duration": 4883583458,
+        "load_duration": 1334875,
+        "prompt_eval_count": 26,
+        "prompt_eval_duration": 342546000,
+        "eval_count": len(WORDS),
+        "eval_duration": 4535599000,
+    }
+    if body.get("stream", True) is False:
+        return json(
+            {"model": body["model"], "created_at": now(), key: part("".join(WORDS)), **final}
+        )
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    for i, word in enumerate(WORDS):
+        if STATE["mode"] == "cut_stream" and i == 2:
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        await response.write(
+            orjson.dumps(
+                {"model": body["model"], "created_at": now(), key: part(word), "done": False}
+            )
+            + b"\n"
+        )
+    await response.write(
+        orjson.dumps({"model": body["model"], "created_at": now(), key: part(""), **final}) + b"\n"
+    )
+    await response.write_eof()
+    return response
+
+
+async def ollama_show(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    return json(
+        {
+            "modelfile": f"FROM {body.get('model')}",
+            "parameters": "",
+            "template": "",
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "8.0B",
+                "quantization_level": "Q4_0",
+            },
+            "model_info": {"general.architecture": "llama"},
+            "capabilities": ["completion"],
+        }
+    )
+
+
+async def ollama_pull(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    total = 1000
+    lines = [{"status": "pulling manifest"}]
+    lines += [
+        {"status": "pulling abc", "digest": "sha256:abc", "total": total, "completed": c}
+        for c in (0, 500, 1000)
+    ]
+    lines += [
+        {"status": "verifying sha256 digest"},
+        {"status": "writing manifest"},
+        {"status": "success"},
+    ]
+    STATE["pulled"] = body.get("model")
+    for line in lines:
+        await response.write(orjson.dumps(line) + b"\n")
+    await response.write_eof()
+    return response
+
+
+def build(kind: str) -> web.Application:
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_post("/_control", control)
+    app.router.add_get("/_stats", stats)
+    if kind == "openai":
+        app.router.add_get("/health", openai_health)
+        app.router.add_get("/v1/models", openai_models)
+        app.router.add_post("/v1/chat/completions", openai_chat)
+        app.router.add_post("/v1/completions", openai_completions)
+        app.router.add_post("/v1/embeddings", openai_embeddings)
+        app.router.add_post("/v1/audio/transcriptions", openai_transcription)
+        app.router.add_post("/v1/audio/translations", openai_transcription)
+        app.router.add_post("/v1/audio/speech", openai_speech)
+    else:
+        app.router.add_get("/", ollama_root)
+        app.router.add_get("/api/tags", ollama_tags)
+        app.router.add_post("/api/embed", ollama_embed)
+        app.router.add_post("/api/embeddings", ollama_embeddings)
+        app.router.add_post("/api/chat", ollama_chat)
+        app.router.add_post("/api/generate", ollama_chat)
+        app.router.add_post("/api/show", ollama_show)
+        app.router.add_post("/api/pull", ollama_pull)
+        app.router.add_post("/v1/chat/completions", openai_chat)  # Ollama's OpenAI layer
+        app.router.add_post("/v1/completions", openai_completions)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=("openai", "ollama"), required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    web.run_app(build(args.kind), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
