@@ -42,18 +42,24 @@ def test_curl_shaped_consumer_request(gateway: Gateway) -> None:
 
 
 def test_chat_native_non_stream_and_stream(client: ollama.Client) -> None:
-    answer = client.chat(model="llama-cpu", messages=[{"role": "user", "content": "hi"}],
-                         stream=False)
+    answer = client.chat(
+        model="llama-cpu", messages=[{"role": "user", "content": "hi"}], stream=False
+    )
     assert answer.message.content == "Hello from the stub backend." and answer.done
-    parts = list(client.chat(model="llama-cpu", messages=[{"role": "user", "content": "hi"}],
-                             stream=True))
+    parts = list(
+        client.chat(model="llama-cpu", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
     assert parts[-1].done is True and parts[-1].eval_count == 6
     assert "".join(p.message.content for p in parts) == "Hello from the stub backend."
 
 
 def test_chat_translated_to_openai_backend(client: ollama.Client) -> None:
-    answer = client.chat(model="llama-gpu", messages=[{"role": "user", "content": "hi"}],
-                         stream=False, options={"temperature": 0.1, "num_predict": 20})
+    answer = client.chat(
+        model="llama-gpu",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=False,
+        options={"temperature": 0.1, "num_predict": 20},
+    )
     assert answer.model == "llama-gpu"
     assert answer.message.role == "assistant"
     assert answer.message.content == "Hello from the stub backend. You said: hi"
@@ -63,16 +69,18 @@ def test_chat_translated_to_openai_backend(client: ollama.Client) -> None:
 
 
 def test_chat_translated_stream_ends_with_done(client: ollama.Client) -> None:
-    parts = list(client.chat(model="llama-gpu", messages=[{"role": "user", "content": "yo"}],
-                             stream=True))
+    parts = list(
+        client.chat(model="llama-gpu", messages=[{"role": "user", "content": "yo"}], stream=True)
+    )
     assert [p.done for p in parts] == [False] * 6 + [True]
     assert "".join(p.message.content for p in parts) == "Hello from the stub backend."
     assert parts[-1].eval_count == 6 and parts[-1].prompt_eval_count == 7
 
 
 def test_alias_as_ollama_clients_spell_it(client: ollama.Client) -> None:
-    answer = client.chat(model="llama3.1:8b", messages=[{"role": "user", "content": "x"}],
-                         stream=False)
+    answer = client.chat(
+        model="llama3.1:8b", messages=[{"role": "user", "content": "x"}], stream=False
+    )
     assert answer.message.content.endswith("You said: x")  # vLLM stub, via the alias
 
 
@@ -82,19 +90,29 @@ def test_generate_native_and_translated(client: ollama.Client) -> None:
     translated = client.generate(model="llama-gpu", prompt="Why?", system="Be brief")
     assert translated.response.endswith("You said: Why?")
     streamed = list(client.generate(model="llama-gpu", prompt="Why?", stream=True))
-    assert streamed[-1].done and "".join(p.response for p in streamed) == "Hello from the stub backend."
+    assert (
+        streamed[-1].done
+        and "".join(p.response for p in streamed) == "Hello from the stub backend."
+    )
 
 
 def test_json_format_maps_to_response_format(client: ollama.Client) -> None:
-    answer = client.chat(model="llama-gpu", messages=[{"role": "user", "content": "json"}],
-                         format="json", stream=False)
+    answer = client.chat(
+        model="llama-gpu",
+        messages=[{"role": "user", "content": "json"}],
+        format="json",
+        stream=False,
+    )
     assert answer.message.content == '{"answer": "stub"}'
 
 
 def test_images_rejected_for_openai_backend(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as err:
-        client.chat(model="llama-gpu", stream=False,
-                    messages=[{"role": "user", "content": "look", "images": ["aGVsbG8="]}])
+        client.chat(
+            model="llama-gpu",
+            stream=False,
+            messages=[{"role": "user", "content": "look", "images": ["aGVsbG8="]}],
+        )
     assert err.value.status_code == 400 and "images" in err.value.error
 
 
@@ -129,8 +147,9 @@ def test_malformed_json_is_400_in_ollama_shape(gateway: Gateway) -> None:
 def test_model_management_needs_the_master_key(gateway: Gateway, ollama_backend) -> None:
     refused = httpx.post(gateway.ollama_url + "/api/pull", json={"model": "llama3.1:8b"})
     assert refused.status_code == 403 and "master key" in refused.json()["error"]
-    client = ollama.Client(host=gateway.ollama_url,
-                           headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    client = ollama.Client(
+        host=gateway.ollama_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    )
     statuses = [p.status for p in client.pull("llama3.1:8b", stream=True)]
     assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
     assert ollama_backend.stats()["pulled"] == "llama3.1:8b"
@@ -139,13 +158,21 @@ def test_model_management_needs_the_master_key(gateway: Gateway, ollama_backend)
 def test_main_listener_requires_key_for_api_routes(gateway: Gateway) -> None:
     body = {"model": "mxbai-embed-large", "prompt": "x"}
     assert httpx.post(gateway.url + "/api/embeddings", json=body).status_code == 401
-    keyed = httpx.post(gateway.url + "/api/embeddings", json=body,
-                       headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    keyed = httpx.post(
+        gateway.url + "/api/embeddings",
+        json=body,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
     assert keyed.status_code == 200
 
 
-def test_ollama_chat_falls_back_to_cpu_when_gpu_fails(client: ollama.Client, openai_backend) -> None:
+def test_ollama_chat_falls_back_to_cpu_when_gpu_fails(
+    client: ollama.Client, openai_backend
+) -> None:
     openai_backend.control(mode="error500")
-    answer = client.chat(model="llama3.1:8b", messages=[{"role": "user", "content": "x"}],
-                         stream=False)
-    assert answer.model == "llama3.1:8b" and answer.message.content == "Hello from the stub backend."
+    answer = client.chat(
+        model="llama3.1:8b", messages=[{"role": "user", "content": "x"}], stream=False
+    )
+    assert (
+        answer.model == "llama3.1:8b" and answer.message.content == "Hello from the stub backend."
+    )

@@ -12,6 +12,7 @@ and generate with a final `done: true` line). Behaviour is switched at run time 
   cut_stream  streams send two chunks, then the process drops the connection
   slow        answer after `delay` seconds
   busy        answer 429
+  fail_once   answer 503 once, then behave as ok
   error400    answer 400 (a client error: never retried)
 """
 
@@ -49,6 +50,9 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
         return web.json_response(
             {"error": {"message": "stub failure", "type": "server_error"}}, status=500
         )
+    if mode == "fail_once":
+        STATE["mode"] = "ok"
+        return web.json_response({"error": {"message": "transient"}}, status=503)
     if mode == "error400":
         return web.json_response(
             {

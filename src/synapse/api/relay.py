@@ -74,11 +74,15 @@ async def stream(
     *,
     content_type: str,
     source: AsyncIterator[bytes],
-    done_marker: bytes,
-    error_frame: Callable[[str], bytes],
+    done_marker: bytes | None,
+    error_frame: Callable[[str], bytes] | None,
     on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
-    """Relay `source` to the client as it arrives; end with `error_frame` if it breaks."""
+    """Relay `source` to the client as it arrives; end with `error_frame` if it breaks.
+
+    Without an error frame (binary bodies) a broken stream is cut off before its end, so
+    the client's HTTP library sees an incomplete body.
+    """
     started = request.get("started", time.perf_counter())
     response = web.StreamResponse(
         headers={
@@ -90,7 +94,7 @@ async def stream(
     await response.prepare(request)
     tail = b""
     first = True
-    clean = False
+    clean = aborted = False
     try:
         async for chunk in source:
             if first:
@@ -102,7 +106,7 @@ async def stream(
                 on_chunk(chunk)
             await response.write(chunk)
             tail = (tail + chunk)[-512:]
-        if done_marker not in tail.replace(b" ", b""):
+        if done_marker is not None and done_marker not in tail.replace(b" ", b""):
             raise IncompleteStream("the backend closed the stream before its end marker")
         clean = True
     except (*STREAM_ERRORS, IncompleteStream) as exc:
@@ -110,14 +114,20 @@ async def stream(
         message = f"stream from {up.state.id} broke: {reason}"
         trace.errors.append(message)
         request["stream_error"] = message
-        await response.write(error_frame(message))
+        if error_frame is None:
+            aborted = True
+            if request.transport is not None:
+                request.transport.close()  # no chunked terminator: visibly incomplete
+        else:
+            await response.write(error_frame(message))
         response.force_close()
     finally:
         if clean:
             up.release()
         else:
             up.close()  # also on client disconnect (CancelledError): the backend stops
-    await response.write_eof()
+    if not aborted:
+        await response.write_eof()
     return response
 
 

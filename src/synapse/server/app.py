@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from synapse.api import health, ollama, openai
+from synapse.api import audio, health, ollama, openai
 from synapse.api.context import GATEWAY
 from synapse.api.middleware import make_middleware
 from synapse.server.gateway import Gateway
@@ -34,6 +34,9 @@ def main_app(gateway: Gateway) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", openai.chat_completions)
         app.router.add_post(f"{prefix}/completions", openai.completions)
         app.router.add_post(f"{prefix}/embeddings", openai.embeddings)
+        app.router.add_post(f"{prefix}/audio/transcriptions", audio.transcriptions)
+        app.router.add_post(f"{prefix}/audio/translations", audio.translations)
+        app.router.add_post(f"{prefix}/audio/speech", audio.speech)
     return app
 
 

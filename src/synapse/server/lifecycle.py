@@ -53,30 +53,40 @@ async def serve(gateway: Gateway, host: str, port: int, ollama_port: int | None)
         listeners.append((ollama_app(gateway), ollama_port, "ollama"))
     for app, listen_port, name in listeners:
         runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=settings.shutdown_grace
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=settings.shutdown_grace,
         )
         await runner.setup()
         await web.TCPSite(runner, host, listen_port, backlog=1024, reuse_address=True).start()
         runners.append(runner)
-        log.info("listening", extra={"fields": {"listener": name, "host": host,
-                                                 "port": listen_port}})
+        log.info(
+            "listening", extra={"fields": {"listener": name, "host": host, "port": listen_port}}
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload)
-    tasks = [asyncio.create_task(watch_config(gateway)), asyncio.create_task(health_checks(gateway))]
+    tasks = [
+        asyncio.create_task(watch_config(gateway)),
+        asyncio.create_task(health_checks(gateway)),
+    ]
     for warning in gateway.config.warnings:
         log.warning(warning, extra={"fields": {"event": "config_warning"}})
-    log.info("ready", extra={"fields": {"pid": os.getpid(),
-                                         "models": sorted(gateway.config.groups)}})
+    log.info(
+        "ready", extra={"fields": {"pid": os.getpid(), "models": sorted(gateway.config.groups)}}
+    )
 
     await stop.wait()
     gateway.draining = True
     delay = gateway.config.settings.drain_delay
-    log.info("draining", extra={"fields": {"drain_delay": delay,
-                                            "shutdown_grace": settings.shutdown_grace}})
+    log.info(
+        "draining",
+        extra={"fields": {"drain_delay": delay, "shutdown_grace": settings.shutdown_grace}},
+    )
     stop.clear()
     with contextlib.suppress(TimeoutError):  # a second signal skips the delay
         await asyncio.wait_for(stop.wait(), delay)
