@@ -181,7 +181,11 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
         if STATE["mode"] == "cut_stream" and i == 2:
             request.transport.close()  # type: ignore[union-attr]  # the process "dies"
             return response
-        await response.write(chunk({"content": word}))
+        try:
+            await response.write(chunk({"content": word}))
+        except ConnectionError:  # the gateway dropped us: its client went away
+            STATE["disconnects"] = int(STATE.get("disconnects", 0)) + 1  # type: ignore[call-overload]
+            return response
         await asyncio.sleep(float(STATE.get("chunk_delay", 0.0)))  # type: ignore[arg-type]
     await response.write(chunk({}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
