@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: help install system-deps test lint clean
+.PHONY: help install system-deps serve test lint clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ system-deps: ## install the Debian tools the tests need
 	@command -v promtool >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+serve: install ## the gateway alone on $(CONFIG) (an Ollama at localhost:11434), loopback only
+	$(BIN)/synapse serve --config $(CONFIG) --host 127.0.0.1 --port 8000
 
 lint: install ## ruff
 	$(BIN)/ruff check src tests

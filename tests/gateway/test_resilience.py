@@ -138,3 +138,23 @@ def test_client_disconnect_cancels_the_upstream_stream(make_gateway) -> None:
         assert '"status":499' in gw.log
     finally:
         primary.stop()
+
+
+def test_half_open_trial_ended_without_verdict_frees_the_breaker(tmp_path) -> None:
+    import asyncio
+
+    from synapse.errors import BadRequest
+
+    router = two_deployment_router(tmp_path)
+    a = router.states["a"]
+    router.states.pop("b")
+    router._by_group["g"] = (a,)
+    a.breaker.cooldown = 0
+    a.breaker.trip()
+
+    async def refuse(state):  # e.g. the request is invalid for this backend
+        raise BadRequest("images not supported")
+
+    with pytest.raises(BadRequest):
+        asyncio.run(router.run("g", refuse, __import__("synapse.routing").routing.Trace("t")))
+    assert a.breaker.allows()  # the trial slot was given back

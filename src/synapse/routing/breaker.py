@@ -43,6 +43,10 @@ class Breaker:
         if self.state is State.HALF_OPEN:
             self._trial = True
 
+    def abandon(self) -> None:
+        """The request ended without a verdict on the backend (client gone, bad input)."""
+        self._trial = False
+
     def succeeded(self) -> None:
         self.failures = 0
         self._trial = False

@@ -147,6 +147,7 @@ class Router:
                     continue
                 except BaseException:
                     state.release()
+                    state.breaker.abandon()
                     raise
                 state.record(ok=True)
                 return result
