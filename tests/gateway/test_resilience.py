@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from synapse.config import load_config
-from synapse.routing import Router
+from synapse.routing import Router, Trace
 from synapse.routing.breaker import Breaker, State
 from synapse.server.gateway import Gateway as GatewayState
 from tests.conftest import MASTER_KEY, Backend, routing_config
@@ -156,5 +156,5 @@ def test_half_open_trial_ended_without_verdict_frees_the_breaker(tmp_path) -> No
         raise BadRequest("images not supported")
 
     with pytest.raises(BadRequest):
-        asyncio.run(router.run("g", refuse, __import__("synapse.routing").routing.Trace("t")))
+        asyncio.run(router.run("g", refuse, Trace("t")))
     assert a.breaker.allows()  # the trial slot was given back
