@@ -105,5 +105,9 @@ CONFIG_RELOADS = Counter(
 )
 
 
+for _result in ("ok", "failed"):  # present at 0 from the start, so increase() sees the first
+    CONFIG_RELOADS.labels(_result)
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
