@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from synapse import metrics
+from synapse import logs, metrics
 from synapse.api.context import GATEWAY
 from synapse.api.protocol import error_response
 from synapse.errors import BadRequest, GatewayError, ModelNotFound, Unauthorized
@@ -111,4 +111,4 @@ def _finish(request: web.Request, trace: Trace, status: int, started: float) -> 
         fields["errors"] = trace.errors
     if "stream_error" in request:
         fields["stream_error"] = request["stream_error"]
-    log.info("request", extra={"fields": fields})
+    logs.REQUESTS.write(fields)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from synapse import logs
 from synapse.health.checker import run_forever as health_checks
 from synapse.server.app import main_app, ollama_app
 from synapse.server.gateway import Gateway
@@ -95,4 +96,5 @@ async def serve(gateway: Gateway, host: str, port: int, ollama_port: int | None)
     for task in tasks:
         task.cancel()
     await gateway.stop()
+    logs.REQUESTS.flush()
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
