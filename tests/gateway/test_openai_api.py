@@ -179,3 +179,9 @@ def test_health_endpoints(gateway: Gateway) -> None:
     ids = {d["id"] for d in health["healthy_endpoints"]}
     assert ids == {"ollama-embed", "ollama-chat", "vllm-chat", "openai-embed"}
     assert all(d["state"] == "closed" for d in health["healthy_endpoints"])
+
+
+def test_x_api_key_header_is_accepted(gateway: Gateway) -> None:
+    """For callers behind the Kubernetes API proxy, which strips Authorization."""
+    assert httpx.get(gateway.url + "/v1/models", headers={"X-Api-Key": MASTER_KEY}).status_code == 200
+    assert httpx.get(gateway.url + "/v1/models", headers={"X-Api-Key": "nope"}).status_code == 401

@@ -1,0 +1,1 @@
+"""Operations commands: planning and checking the deployment on forge."""
