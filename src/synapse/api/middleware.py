@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -91,12 +92,22 @@ def has_master_key(request: web.Request, key: str | None) -> bool:
     return hmac.compare_digest(token.strip().encode(), key.encode())
 
 
+_SERIES: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+
+
 def _finish(request: web.Request, trace: Trace, status: int, started: float) -> None:
     elapsed = time.perf_counter() - started
     group = trace.group or ""
     route = request["route"]
-    metrics.REQUESTS.labels(group, trace.deployment or "", route, str(status)).inc()
-    metrics.REQUEST_DURATION.labels(group, route).observe(elapsed)
+    key = (group, trace.deployment or "", route, status)
+    series = _SERIES.get(key)
+    if series is None:  # bounded: groups x deployments x routes x statuses
+        series = _SERIES[key] = (
+            metrics.REQUESTS.labels(group, key[1], route, str(status)),
+            metrics.REQUEST_DURATION.labels(group, route),
+        )
+    series[0].inc()
+    series[1].observe(elapsed)
     fields: dict[str, object] = {
         "request_id": trace.request_id,
         "method": request.method,

@@ -90,7 +90,7 @@ def new_session(connect_timeout: float) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout),
         auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # less per-request work
     )
 
 
