@@ -1,0 +1,358 @@
+"""`make bench`: nginx alone (direct), through Synapse, through LiteLLM — one run, one report.
+
+Each path runs on its own (the other gateway is stopped), the gateway pinned to one core and
+nginx + wrk to the other, so "one worker" means one core and the load generator never
+competes with the gateway. Every loop is bounded (wrk -d, fixed request counts, timeouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from load import CASES, Case, run_wrk, ttft_series
+from procs import Service, exit_on_sigterm, free_port, loadavg, rss_bytes
+from stub import EMBED_DIM, Nginx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+CONFIG = BENCH / "config.yaml"
+MASTER_KEY = "sk-bench-master-key"  # the bench config's general_settings.master_key
+
+
+def cpu_plan(pin: bool) -> tuple[str | None, str | None]:
+    """(gateway cpus, load generator + nginx cpus)."""
+    if not pin or (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return None, None
+    return os.environ.get("BENCH_GATEWAY_CPUS", "1"), os.environ.get("BENCH_LOADGEN_CPUS", "0")
+
+
+def backend_env(nginx: Nginx) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BENCH_BACKEND": nginx.base,
+        "BENCH_BACKEND_V1": f"{nginx.base}/v1",
+        "BENCH_STREAM_V1": f"{nginx.base}/stream/v1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def synapse_service(run_dir: Path, env: dict[str, str], cpus: str | None, bin_dir: Path) -> Service:
+    port, oport = free_port(), free_port()
+    cmd = [
+        str(bin_dir / "synapse"),
+        "serve",
+        "--config",
+        str(CONFIG),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ollama-port",
+        str(oport),
+    ]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    svc = Service(
+        "synapse",
+        cmd,
+        env,
+        run_dir / "synapse.log",
+        f"http://127.0.0.1:{port}/health/readiness",
+        60,
+    )
+    svc.ports = {"api": port, "ollama": oport}  # type: ignore[attr-defined]
+    return svc
+
+
+def litellm_service(run_dir: Path, env: dict[str, str], cpus: str | None, venv: Path) -> Service:
+    port = free_port()
+    cmd = [
+        str(venv / "bin" / "litellm"),
+        "--config",
+        str(CONFIG),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    svc = Service(
+        "litellm",
+        cmd,
+        env,
+        run_dir / "litellm.log",
+        f"http://127.0.0.1:{port}/health/readiness",
+        180,
+    )
+    svc.ports = {"api": port, "ollama": port}  # type: ignore[attr-defined]
+    return svc
+
+
+def probe(url: str, body: dict, key: str | None) -> dict:
+    """One request: status and whether the answer has the expected shape."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except OSError as exc:
+        return {"status": 0, "ok": False, "detail": str(exc)}
+    text = raw.decode(errors="replace")
+    if body.get("stream"):
+        ok = status == 200 and text.rstrip().endswith("data: [DONE]")
+    else:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = {}
+        ok = status == 200 and any(k in doc for k in ("choices", "data", "embeddings", "embedding"))
+    return {"status": status, "ok": ok, "detail": "" if ok else text[:300]}
+
+
+def bench_path(
+    name: str,
+    bases: dict[str, str],
+    cases: tuple[Case, ...],
+    args: argparse.Namespace,
+    run_dir: Path,
+    key: str | None,
+    watch_pid: int,
+    loadgen_cpus: str | None,
+    watch_cpus: str | None = None,
+    accepted: Callable[[], int] | None = None,
+) -> dict:
+    """Every case x concurrency through one path, then the sequential TTFT series."""
+    out: dict = {"cases": {}}
+    for case in cases:
+        direct = name == "direct"
+        path = case.direct_path if direct else case.path
+        base = bases["direct"] if direct else bases[case.listener]
+        use_key = None if (direct or case.listener == "ollama") else key
+        entry: dict = {"url": f"{base}{path}"}
+        out["cases"][case.name] = entry
+        entry["probe"] = probe(f"{base}{path}", case.body, use_key)
+        if name == "litellm" and not case.litellm:
+            entry["na"] = f"LiteLLM answers {entry['probe']['status']} (no Ollama routes)"
+            print(f"  {name:8s} {case.name:18s} n/a ({entry['probe']['status']})", flush=True)
+            continue
+        if not entry["probe"]["ok"]:
+            entry["na"] = f"probe failed: {entry['probe']['status']} {entry['probe']['detail']}"
+            print(f"  {name:8s} {case.name:18s} {entry['na']}", flush=True)
+            continue
+        body_file = case.body_file(run_dir)
+        run_wrk(base, path, body_file, 8, 1, key=use_key, cpus=loadgen_cpus)  # warm-up
+        entry["runs"] = {}
+        for conc in args.concurrency:
+            conns0 = accepted() if accepted else 0
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res = run_wrk(
+                base,
+                path,
+                body_file,
+                conc,
+                args.duration,
+                key=use_key,
+                cpus=loadgen_cpus,
+                watch_pid=watch_pid,
+                watch_cpus=watch_cpus,
+            )
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+            n = res["requests"]
+            res["loadgen_cpu_ms_per_req"] = 1000 * wrk_cpu / n if n else None
+            if accepted and name != "direct":
+                # New backend connections (minus our own status probe) per 1000 requests.
+                res["backend_conns"] = accepted() - conns0 - 1
+                res["backend_conns_per_1k"] = 1000 * res["backend_conns"] / n if n else None
+            entry["runs"][str(conc)] = res
+            foreign = res.get("foreign_util")
+            print(
+                f"  {name:8s} {case.name:18s} c={conc:<4d} {res['rps']:>9,.0f} req/s  "
+                f"p50 {res['p50_us'] / 1000:7.2f} ms  p99 {res['p99_us'] / 1000:7.2f} ms  "
+                f"cpu/req {res.get('cpu_ms_per_req') or 0:.3f} ms  "
+                f"core {100 * (res.get('cpu_util') or 0):3.0f}%  "
+                f"other {'-' if foreign is None else f'{100 * foreign:3.0f}%'}  "
+                f"err {res['errors']}  backend conns {res.get('backend_conns', '-')}",
+                flush=True,
+            )
+    stream = next(c for c in cases if c.name == "chat_stream")
+    url = out["cases"]["chat_stream"]["url"]
+    if "runs" in out["cases"]["chat_stream"]:
+        out["ttft"] = asyncio.run(
+            ttft_series(url, stream.body, args.ttft_n, None if name == "direct" else key)
+        )
+    return out
+
+
+def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus) -> dict:
+    """Start, measure idle RSS, bench every case, measure RSS after, stop."""
+    info: dict = {}
+    try:
+        svc.start()
+    except Exception as exc:
+        info["error"] = f"{svc.name} did not start: {exc}\n{svc.log_tail()}"
+        print(info["error"], file=sys.stderr)
+        svc.stop()
+        return info
+    info["startup_s"] = svc.startup_s
+    time.sleep(1.0)
+    info["rss_idle"] = rss_bytes(svc.pid)
+    ports = svc.ports  # type: ignore[attr-defined]
+    bases = {
+        "api": f"http://127.0.0.1:{ports['api']}",
+        "ollama": f"http://127.0.0.1:{ports['ollama']}",
+        "direct": nginx.base,
+    }
+    try:
+        info.update(
+            bench_path(
+                svc.name,
+                bases,
+                CASES,
+                args,
+                run_dir,
+                MASTER_KEY,
+                svc.pid,
+                loadgen_cpus,
+                gw_cpus,
+                nginx.accepted,
+            )
+        )
+        info["rss_after"] = rss_bytes(svc.pid)
+    finally:
+        info["exit_code"] = svc.stop()
+        info["log_tail"] = svc.log_tail(30)
+    return info
+
+
+def versions(venv_litellm: Path) -> dict[str, str]:
+    def cmd(*argv: str) -> str:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    from importlib.metadata import version
+
+    cpu = "?"
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            x.split(":", 1)[1].strip()
+            for x in Path("/proc/cpuinfo").read_text().splitlines()
+            if x.startswith("model name")
+        )
+    lite = cmd(
+        str(venv_litellm / "bin" / "python"),
+        "-c",
+        "import importlib.metadata as m; print(m.version('litellm'))",
+    )
+    return {
+        "synapse": version("synapse-gateway"),
+        "litellm": lite,
+        "nginx": cmd("nginx", "-v"),
+        "wrk": cmd("wrk", "--version"),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "commit": cmd("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5)))
+    ap.add_argument(
+        "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32, 64, 128]
+    )
+    ap.add_argument("--ttft-n", type=int, default=300, help="sequential streaming requests")
+    ap.add_argument("--paths", default="direct,synapse,litellm")
+    ap.add_argument("--no-pin", action="store_true", help="do not taskset the processes")
+    ap.add_argument("--out", type=Path, default=BENCH / "results")
+    ap.add_argument("--date", default=dt.date.today().isoformat())
+    ap.add_argument("--litellm-venv", type=Path, default=ROOT / ".venv-litellm")
+    ap.add_argument("--bin", type=Path, default=Path(sys.executable).parent)
+    args = ap.parse_args(argv)
+    exit_on_sigterm()
+    paths = args.paths.split(",")
+    gw_cpus, lg_cpus = cpu_plan(not args.no_pin)
+    run_dir = Path(tempfile.mkdtemp(prefix="synapse-bench-"))
+    nginx = Nginx(run_dir, free_port(), cpus=lg_cpus)
+    results: dict = {
+        "date": args.date,
+        "meta": {
+            "duration_s": args.duration,
+            "concurrency": args.concurrency,
+            "ttft_n": args.ttft_n,
+            "gateway_cpus": gw_cpus,
+            "loadgen_cpus": lg_cpus,
+            "embed_dim": EMBED_DIM,
+            "versions": versions(args.litellm_venv),
+            "cases": {c.name: c.title for c in CASES},
+        },
+        "paths": {},
+    }
+    results["meta"]["loadavg_start"] = loadavg()
+    print(f"bench run dir {run_dir}; gateway cpus {gw_cpus}, nginx+wrk cpus {lg_cpus}", flush=True)
+    nginx.start()
+    env = backend_env(nginx)
+    try:
+        if "direct" in paths:
+            bases = {"direct": nginx.base}
+            d = bench_path("direct", bases, CASES, args, run_dir, None, nginx.proc.pid, lg_cpus)
+            d["rss_after"] = rss_bytes(nginx.proc.pid)
+            results["paths"]["direct"] = d
+        if "synapse" in paths:
+            svc = synapse_service(run_dir, env, gw_cpus, args.bin)
+            results["paths"]["synapse"] = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+        if "litellm" in paths:
+            if not (args.litellm_venv / "bin" / "litellm").exists():
+                results["paths"]["litellm"] = {"error": f"no LiteLLM in {args.litellm_venv}"}
+            else:
+                svc = litellm_service(run_dir, env, gw_cpus, args.litellm_venv)
+                info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+                log = (run_dir / "litellm.log").read_text(errors="replace")
+                info["synapse_settings_mentioned"] = "synapse_settings" in log
+                info["started_with_synapse_settings"] = "startup_s" in info
+                results["paths"]["litellm"] = info
+    finally:
+        nginx.stop()
+    results["meta"]["loadavg_end"] = loadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"{args.date}.json"
+    raw.write_text(json.dumps(results, indent=1))
+    from report import write_report
+
+    md = write_report(results, args.out)
+    print(f"wrote {md} and {raw}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

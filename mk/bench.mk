@@ -1,0 +1,43 @@
+# Benchmarks (issue 9): direct (nginx) vs Synapse vs LiteLLM on this machine; see bench/README.md.
+# Results go to bench/results/<date>.md (+ .json, .png). Performance is reported, never asserted.
+LITELLM_VENV := .venv-litellm
+LITELLM_STAMP := $(LITELLM_VENV)/.installed
+LITELLM_PIN := litellm[proxy]==1.108.7
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_ARGS ?=
+SOAK_ARGS ?=
+
+.PHONY: bench bench-soak bench-profile bench-tools bench-system-deps bench-floor
+
+# nginx (the cheap backend) and wrk (the load generator) from Debian, only when missing.
+bench-system-deps:
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null; }
+	@command -v taskset >/dev/null || echo "taskset missing: processes run unpinned"
+
+# The bench extras (matplotlib, py-spy) into the shared venv.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+# LiteLLM in a virtualenv of its own (its pins clash with ours); never 1.82.7/1.82.8.
+$(LITELLM_STAMP):
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(LITELLM_PIN)'
+	touch $@
+
+bench-tools: bench-system-deps $(BENCH_STAMP) $(LITELLM_STAMP) ## install nginx, wrk, the bench extras and .venv-litellm
+
+bench: bench-tools ## direct vs Synapse vs LiteLLM (~10 min) → bench/results/<date>.md + .png
+	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_ARGS)
+
+bench-soak: bench-system-deps $(BENCH_STAMP) ## 100k requests through Synapse, RSS every 5k → bench/results/<date>-soak.md
+	cd bench && ../$(BIN)/python soak.py --bin ../$(BIN) $(SOAK_ARGS)
+
+bench-profile: bench-system-deps $(BENCH_STAMP) ## py-spy profile of Synapse under load → bench/results/<date>-profile.md
+	cd bench && ../$(BIN)/python profile_gateway.py --bin ../$(BIN) $(PROFILE_ARGS)
+
+bench-floor: bench-system-deps $(BENCH_STAMP) ## what aiohttp alone costs: hello-world server and a bare proxy, same setup
+	cd bench && ../$(BIN)/python floor.py
