@@ -46,14 +46,19 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
+        self._second = 0
+        self._stamp = ""
         self.enabled = True
 
     def write(self, fields: dict[str, object]) -> None:
         if not self.enabled:
             return
         t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z",
+            "ts": f"{self._stamp}.{int(t % 1 * 1000):03d}Z",
             "level": "info",
             "logger": "synapse.request",
             "msg": "request",

@@ -7,6 +7,7 @@ without its terminator, so no client mistakes a cut stream for a complete one.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -30,15 +31,18 @@ class IncompleteStream(Exception):
     pass
 
 
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_COUNT = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d+)')
+
+
 def record_usage(group: str, body: bytes) -> None:
-    """Token counts from an OpenAI-shaped body, parsed only when it carries usage."""
-    if b'"usage"' not in body:
+    """Token counts from an OpenAI-shaped body: only the usage object is read, not the body."""
+    found = _USAGE.search(body, max(0, body.rfind(b'"usage"')))
+    if found is None:
         return
-    try:
-        usage = orjson.loads(body).get("usage") or {}
-    except (orjson.JSONDecodeError, AttributeError):
-        return
-    add_tokens(group, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    end = body.find(b"}", found.end())
+    counts = {m[1]: int(m[2]) for m in _COUNT.finditer(body, found.end(), end)}
+    add_tokens(group, counts.get(b"prompt_tokens"), counts.get(b"completion_tokens"))
 
 
 def add_tokens(group: str, prompt: object, completion: object) -> None:
@@ -157,9 +161,7 @@ async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.Str
 
     def usage(chunk: bytes) -> None:
         if b'"usage"' in chunk:
-            for line in chunk.split(b"\n"):
-                if line.startswith(b"data: {") and b'"usage"' in line:
-                    record_usage(group, line[6:])
+            record_usage(group, chunk)
 
     return await stream(
         request,

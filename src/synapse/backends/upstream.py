@@ -88,6 +88,7 @@ def new_session(connect_timeout: float) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=60)
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # backends set no cookies worth keeping
         timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout),
         auto_decompress=True,
         skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),  # less per-request work
