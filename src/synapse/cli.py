@@ -11,6 +11,12 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "synapse.server.command",
     "synapse.config.command",
+    "synapse.ops.bench",
+    "synapse.ops.budget",
+    "synapse.ops.pull",
+    "synapse.ops.migrate",
+    "synapse.ops.health",
+    "synapse.ops.verify",
 )
 
 
