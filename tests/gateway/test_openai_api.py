@@ -183,5 +183,46 @@ def test_health_endpoints(gateway: Gateway) -> None:
 
 def test_x_api_key_header_is_accepted(gateway: Gateway) -> None:
     """For callers behind the Kubernetes API proxy, which strips Authorization."""
-    assert httpx.get(gateway.url + "/v1/models", headers={"X-Api-Key": MASTER_KEY}).status_code == 200
+    assert (
+        httpx.get(gateway.url + "/v1/models", headers={"X-Api-Key": MASTER_KEY}).status_code == 200
+    )
     assert httpx.get(gateway.url + "/v1/models", headers={"X-Api-Key": "nope"}).status_code == 401
+
+
+AUTH_HEADERS = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def test_request_ids_backends_can_take(gateway: Gateway, openai_backend) -> None:
+    """A non-UUID caller id is kept for the caller and the log; backends get a UUID."""
+    import uuid
+
+    response = httpx.get(gateway.url + "/v1/models", headers=AUTH_HEADERS)
+    uuid.UUID(response.headers["X-Request-ID"])  # generated ids are UUIDs
+    chat = {"model": "llama-gpu", "messages": [{"role": "user", "content": "x"}]}
+    kept = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=chat,
+        headers={**AUTH_HEADERS, "X-Request-ID": "my-trace-7"},
+    )
+    assert kept.headers["X-Request-ID"] == "my-trace-7"
+    uuid.UUID(openai_backend.stats()["last_request_id"])
+    given = str(uuid.uuid4())
+    httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=chat,
+        headers={**AUTH_HEADERS, "X-Request-ID": given},
+    )
+    assert openai_backend.stats()["last_request_id"] == given
+
+
+def test_backend_error_without_json_body_gets_openai_shape(
+    gateway: Gateway, openai_backend
+) -> None:
+    openai_backend.control(mode="error400_empty")
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers=AUTH_HEADERS,
+        json={"model": "llama-gpu", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "vllm-chat: answered 400 with no detail"

@@ -14,6 +14,7 @@ and generate with a final `done: true` line). Behaviour is switched at run time 
   busy        answer 429
   fail_once   answer 503 once, then behave as ok
   error400    answer 400 (a client error: never retried)
+  error400_empty  answer 400 with an empty body (as llama.cpp's server can)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def vector(text: str) -> list[float]:
 async def behave(request: web.Request) -> web.StreamResponse | None:
     STATE["calls"] = int(STATE["calls"]) + 1  # type: ignore[call-overload]
     mode = STATE["mode"]
+    STATE["last_request_id"] = request.headers.get("X-Request-ID")
     if mode == "error500":
         return web.json_response(
             {"error": {"message": "stub failure", "type": "server_error"}}, status=500
@@ -53,6 +55,8 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
     if mode == "fail_once":
         STATE["mode"] = "ok"
         return web.json_response({"error": {"message": "transient"}}, status=503)
+    if mode == "error400_empty":
+        return web.Response(status=400)
     if mode == "error400":
         return web.json_response(
             {

@@ -132,7 +132,7 @@ async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse
 
         async def attempt(state: DeploymentState) -> upstream.Upstream:
             dep = state.deployment
-            headers = upstream.backend_headers(state, ctx.trace.request_id)
+            headers = upstream.backend_headers(state, ctx.trace.upstream_id())
             del headers["Content-Type"]  # FormData sets the multipart boundary
             return await upstream.send(
                 ctx.gateway.http,

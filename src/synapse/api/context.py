@@ -68,7 +68,7 @@ class Context:
         total: float | None = None,
         method: str = "POST",
     ) -> upstream.Upstream:
-        base = upstream.backend_headers(state, self.trace.request_id)
+        base = upstream.backend_headers(state, self.trace.upstream_id())
         if headers:
             base.update(headers)
         return await upstream.send(

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,7 +40,7 @@ def make_middleware(
             return await handler(request)
         started = time.perf_counter()
         request["started"] = started
-        trace = Trace(request.headers.get("X-Request-ID", "")[:128] or os.urandom(8).hex())
+        trace = Trace(request.headers.get("X-Request-ID", "")[:128] or uuid.uuid4().hex)
         request["trace"] = trace
         route = request.match_info.route.resource
         request["route"] = route.canonical if route is not None else "unmatched"
@@ -120,6 +120,8 @@ def _finish(request: web.Request, trace: Trace, status: int, started: float) -> 
         "retries": trace.retries,
         "fallback": trace.fallback,
     }
+    if trace.backend_request_id not in (None, trace.request_id):
+        fields["backend_request_id"] = trace.backend_request_id
     if trace.errors:
         fields["errors"] = trace.errors
     if "stream_error" in request:

@@ -20,6 +20,7 @@ from synapse.api.protocol import JSON
 from synapse.backends.upstream import ResponseTooLarge, Upstream
 from synapse.errors import BadGateway, GatewayTimeout
 from synapse.routing import Trace
+from synapse.translate.embeddings import backend_error
 
 SSE_DONE = b"data: [DONE]"
 NDJSON_DONE = b'"done":true'
@@ -66,6 +67,8 @@ async def read_all(up: Upstream, limit: int) -> bytes:
 async def passthrough(up: Upstream, trace: Trace, limit: int) -> web.Response:
     """A non-streamed answer from a backend speaking the caller's protocol, bytes untouched."""
     body = await read_all(up, limit)
+    if up.status >= 400 and not body.lstrip().startswith(b"{"):
+        raise backend_error(up.state.id, up.status, body)  # give it the caller's error shape
     if up.status < 300 and trace.group:
         record_usage(trace.group, body)
     return web.Response(body=body, status=up.status, headers={"Content-Type": up.content_type})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -41,6 +42,20 @@ class Trace:
     retries: int = 0
     fallback: str | None = None
     errors: list[str] = field(default_factory=list)
+    backend_request_id: str | None = None
+
+    def upstream_id(self) -> str:
+        """The id sent to backends: the caller's when it is a UUID, else a fresh UUID.
+
+        Some backends (llama.cpp's server) refuse a non-UUID X-Request-ID with a 400.
+        """
+        if self.backend_request_id is None:
+            try:
+                uuid.UUID(self.request_id)
+                self.backend_request_id = self.request_id
+            except ValueError:
+                self.backend_request_id = uuid.uuid4().hex
+        return self.backend_request_id
 
 
 class Router:

@@ -79,7 +79,8 @@ def backend_error(deployment: str, status: int, raw: bytes) -> GatewayError:
         message = err.get("message", message) if isinstance(err, dict) else (err or message)
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    return GatewayError(f"{deployment}: {message}", status=status, code="backend_error")
+    detail = message.strip() or f"answered {status} with no detail"
+    return GatewayError(f"{deployment}: {detail}", status=status, code="backend_error")
 
 
 def invalid_answer(deployment: str, exc: Exception) -> BadGateway:
