@@ -1,0 +1,171 @@
+"""The local stack: real engines plus the gateway in front of them, on 127.0.0.1 only.
+
+Order matters: the chat model is generated, the engines start and become ready, then the
+effective config (real ports, any local Ollama) is written and the gateway starts on it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synapse.local import engines, profile, tinyllama
+from synapse.local.engines import EngineSpec
+from synapse.local.profile import OLLAMA_URL
+from synapse.local.supervisor import Child, StartError, Supervisor, free_port, port_is_free
+
+DEFAULT_PROFILE = Path("config/local-engines.yaml")
+DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
+
+
+def default_state_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "synapse" / "local"
+
+
+@dataclass
+class StackOptions:
+    """Everything `synapse local-stack` can be told; tests use free ports everywhere."""
+
+    profile: Path = DEFAULT_PROFILE
+    engines_venv: Path = DEFAULT_ENGINES_VENV
+    state_dir: Path = field(default_factory=default_state_dir)
+    port: int = 8000  # 0 = any free port
+    ollama_port: int | None = None  # None = 11434, or a free one when an Ollama holds it
+    use_ollama: bool = True
+    ollama_url: str = OLLAMA_URL
+    default_engine_ports: bool = True  # False = every engine on a free port
+    restart: bool = True
+
+
+def _pick(port: int, prefer: bool) -> int:
+    return port if prefer and port and port_is_free(port) else free_port()
+
+
+class Stack:
+    """Start with `start()`, stop with `stop()`; `urls` and `children` describe what runs."""
+
+    def __init__(self, opts: StackOptions, say: Callable[[str], None] | None = None) -> None:
+        self.opts = opts
+        self.say = say or (lambda _msg: None)
+        self.supervisor = Supervisor(opts.state_dir / "logs", on_event=self.say)
+        self.config_path = opts.state_dir / "config.yaml"
+        self.ollama_models: list[dict[str, Any]] | None = None
+        self.gateway_port = 0
+        self.ollama_port = 0
+        self.config: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.error: Exception | None = None
+
+    @property
+    def children(self) -> dict[str, Child]:
+        return self.supervisor.children
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def ollama_compat_url(self) -> str:
+        return f"http://127.0.0.1:{self.ollama_port}"
+
+    def _check_venv(self) -> Path:
+        py = engines.engine_python(self.opts.engines_venv)
+        if not py.exists():
+            raise StartError(
+                f"engines venv {self.opts.engines_venv} is missing: run `make engines` "
+                "(or `make run`, which installs it first)"
+            )
+        return py
+
+    def _tiny_llama(self, py: Path) -> Path:
+        model = self.opts.state_dir / f"tiny-llama-v{tinyllama.VERSION}.gguf"
+        if model.exists():
+            return model
+        self.say(f"writing the tiny random-weight chat model to {model}")
+        env = {**os.environ, "PYTHONPATH": str(engines.source_root())}
+        cmd = [str(py), "-m", "synapse.local.tinyllama", str(model)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StartError(f"could not write {model}:\n{done.stderr[-2000:]}")
+        return model
+
+    def _gateway_spec(self) -> EngineSpec:
+        argv = (
+            sys.executable, "-m", "synapse", "serve",
+            "--config", str(self.config_path),
+            "--host", "127.0.0.1", "--port", "{port}",
+            "--ollama-port", str(self.ollama_port),
+        )  # fmt: skip
+        return EngineSpec("gateway", self.gateway_port, "/health/readiness", argv, {}, 60.0)
+
+    def start(self) -> None:
+        """Bring everything up, or raise StartError (after stopping what did start)."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        opts = self.opts
+        started = time.monotonic()
+        py = self._check_venv()
+        base = profile.load(opts.profile)
+        model = self._tiny_llama(py)
+
+        if opts.use_ollama:
+            self.ollama_models = profile.detect_ollama(opts.ollama_url)
+            if self.ollama_models is not None:
+                self.say(f"Ollama found at {opts.ollama_url}: {len(self.ollama_models)} model(s)")
+        if opts.ollama_port is not None:
+            self.ollama_port = opts.ollama_port or free_port()
+        else:
+            # 11434 as Ollama clients expect, unless a real Ollama has it
+            self.ollama_port = next((p for p in (11434, 11435) if port_is_free(p)), free_port())
+        self.gateway_port = opts.port or free_port()
+        if not port_is_free(self.gateway_port):
+            raise StartError(f"port {self.gateway_port} is busy: pass --port N (or --port 0)")
+
+        ports: dict[int, int] = {}
+        for spec in engines.specs(opts.engines_venv, model):
+            port = _pick(spec.default_port, prefer=opts.default_engine_ports)
+            ports[spec.default_port] = port
+            self.say(f"starting {spec.name} on 127.0.0.1:{port}")
+            self.supervisor.start(spec, port, restart=opts.restart)
+        for child in list(self.children.values()):
+            self.timings[child.spec.name] = self.supervisor.wait_ready(child)
+            self.say(f"{child.spec.name} ready in {self.timings[child.spec.name]:.1f} s")
+
+        self.config = profile.effective(base, ports, self.ollama_models, opts.ollama_url)
+        profile.write(self.config, self.config_path)
+        self.say(f"starting the gateway on {self.url} (config {self.config_path})")
+        gateway = self.supervisor.start(
+            self._gateway_spec(), self.gateway_port, restart=opts.restart
+        )
+        self.timings["gateway"] = self.supervisor.wait_ready(gateway)
+        self.timings["total"] = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def summary(self) -> dict[str, Any]:
+        """What runs where, for the banner and for `--json`."""
+        return {
+            "gateway": self.url,
+            "ollama_compatible": self.ollama_compat_url,
+            "config": str(self.config_path),
+            "models": profile.model_names(self.config) if self.config else [],
+            "ollama": self.opts.ollama_url if self.ollama_models is not None else None,
+            "processes": {
+                name: {"url": c.url, "pid": c.pid, "log": str(c.log)}
+                for name, c in self.children.items()
+            },
+            "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+        }

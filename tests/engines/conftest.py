@@ -1,0 +1,54 @@
+"""Engine tier: tests marked `engines` need .venv-engines and run only under `make test-engines`.
+
+The default `make test` stays independent of the engines (a 9-minute llama.cpp build and
+~1 GB of weights), whatever happens to be installed; SYNAPSE_ENGINE_TESTS=1 turns them on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from synapse.local.stack import Stack, StackOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ROOT / ".venv-engines"))
+ENABLED = os.environ.get("SYNAPSE_ENGINE_TESTS") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines: needs the real engines (make test-engines)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ENABLED:
+        return
+    skip = pytest.mark.skip(reason="engine tier: `make test-engines` (SYNAPSE_ENGINE_TESTS=1)")
+    for item in items:
+        if item.get_closest_marker("engines") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The local stack as `make run` starts it, but on free ports, ignoring any local Ollama,
+    and without restarts (a test kills an engine and expects it to stay dead)."""
+    if not (ENGINES_VENV / "bin" / "python").exists():
+        pytest.fail(f"{ENGINES_VENV} is missing: run `make engines` first")
+    opts = StackOptions(
+        profile=ROOT / "config" / "local-engines.yaml",
+        engines_venv=ENGINES_VENV,
+        state_dir=tmp_path_factory.mktemp("local-stack"),
+        port=0,
+        ollama_port=0,
+        use_ollama=False,
+        default_engine_ports=False,
+        restart=False,
+    )
+    s = Stack(opts)
+    s.start()
+    yield s
+    s.stop()
