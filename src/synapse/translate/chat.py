@@ -190,14 +190,21 @@ def chat_response(answer: dict, model: str, timing: Timing, *, generate: bool) -
         text = message.get("content") or ""
         tool_calls = message.get("tool_calls") or []
     timing.mark()
+    out = _part(model, text, generate, tool_calls)
+    out.update(final_fields(answer.get("usage"), choice.get("finish_reason"), timing))
+    return out
+
+
+def _part(model: str, text: str, generate: bool, tool_calls: list[dict] | None = None) -> dict:
+    """One Ollama answer object: `response` for generate, an assistant `message` for chat."""
     out: dict[str, object] = {"model": model, "created_at": now_iso()}
     if generate:
         out["response"] = text
     else:
-        out["message"] = {"role": "assistant", "content": text}
+        message: dict[str, object] = {"role": "assistant", "content": text}
         if tool_calls:
-            out["message"]["tool_calls"] = _tool_calls(tool_calls)  # type: ignore[index]
-    out.update(final_fields(answer.get("usage"), choice.get("finish_reason"), timing))
+            message["tool_calls"] = _tool_calls(tool_calls)
+        out["message"] = message
     return out
 
 
@@ -218,15 +225,7 @@ async def sse_to_ndjson(
             continue
         data = line[5:].strip()
         if data == b"[DONE]":
-            final: dict[str, object] = {"model": model, "created_at": now_iso()}
-            if generate:
-                final["response"] = ""
-            else:
-                final["message"] = {"role": "assistant", "content": ""}
-                if calls:
-                    final["message"]["tool_calls"] = _tool_calls(  # type: ignore[index]
-                        [calls[k] for k in sorted(calls)]
-                    )
+            final = _part(model, "", generate, [calls[k] for k in sorted(calls)])
             final.update(final_fields(usage, finish, timing))
             yield orjson.dumps(final) + b"\n"
             return
@@ -253,10 +252,4 @@ async def sse_to_ndjson(
                     slot["function"]["arguments"] += fn.get("arguments") or ""
             if text:
                 timing.mark()
-                out: dict[str, object] = {"model": model, "created_at": now_iso()}
-                if generate:
-                    out["response"] = text
-                else:
-                    out["message"] = {"role": "assistant", "content": text}
-                out["done"] = False
-                yield orjson.dumps(out) + b"\n"
+                yield orjson.dumps({**_part(model, text, generate), "done": False}) + b"\n"
