@@ -379,6 +379,9 @@ async def manage(request: web.Request) -> web.StreamResponse:
     except upstream.Retryable as exc:
         target.release()
         raise BadGateway(exc.message) from None
+    except BaseException:  # cancelled: the slot must not leak
+        target.release()
+        raise
     if streaming and up.status == 200:
         return await relay.relay_ndjson(request, up, ctx.trace, done_marker=b'"status":"success"')
     return await relay.passthrough(up, ctx.trace, 1 << 20)
