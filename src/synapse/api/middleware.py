@@ -49,7 +49,7 @@ def make_middleware(
             if keyed and path not in PUBLIC_PATHS:
                 authenticate(request)
             response = await handler(request)
-            status = response.status
+            status = 499 if request.get("client_gone") else response.status
         except GatewayError as exc:
             response = error_response(exc, path)
             status = exc.status

@@ -112,10 +112,14 @@ async def stream(
             if on_chunk is not None:
                 on_chunk(chunk)
             await response.write(chunk)
-            tail = (tail + chunk)[-512:]
+            if done_marker is not None:
+                tail = (tail + chunk)[-512:] if len(chunk) < 512 else chunk[-512:]
         if done_marker is not None and done_marker not in tail.replace(b" ", b""):
             raise IncompleteStream("the backend closed the stream before its end marker")
         clean = True
+    except ConnectionError:  # the client went away mid-stream: nothing left to tell it
+        request["client_gone"] = True
+        return response
     except (*STREAM_ERRORS, IncompleteStream) as exc:
         reason = "idle timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
         message = f"stream from {up.state.id} broke: {reason}"
