@@ -19,7 +19,14 @@ from synapse.api.context import Context
 from synapse.api.middleware import has_master_key
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
-from synapse.errors import BadGateway, BadRequest, Forbidden, ModelNotFound, Unavailable
+from synapse.errors import (
+    BadGateway,
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    ModelNotFound,
+    Unavailable,
+)
 from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import chat as chat_tr
@@ -187,13 +194,13 @@ async def show(request: web.Request) -> web.StreamResponse:
 
 
 async def _native_or_translated(
-    request: web.Request,
     ctx: Context,
     body: dict,
     native_path: str,
     translate,  # (state) -> (openai path, request dict)
     streaming: bool,
-) -> tuple[upstream.Upstream, bool]:
+) -> upstream.Upstream:
+    """Native for Ollama deployments, translated for OpenAI ones; the answer says which."""
     group = _resolve(ctx, body)
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
@@ -208,11 +215,10 @@ async def _native_or_translated(
             state, dep.openai_base + path, orjson.dumps(translated), streaming=streaming
         )
 
-    up = await ctx.router.run(group, attempt, ctx.trace)
-    return up, up.state.deployment.speaks_ollama
+    return await ctx.router.run(group, attempt, ctx.trace)
 
 
-async def _error_from(up: upstream.Upstream, ctx: Context) -> embed_tr.GatewayError:
+async def _error_from(up: upstream.Upstream, ctx: Context) -> GatewayError:
     raw = await relay.read_all(up, 1 << 20)
     return embed_tr.backend_error(up.state.id, up.status, raw)
 
@@ -254,7 +260,8 @@ async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamRespo
         )
 
     native_path = "/api/generate" if generate else "/api/chat"
-    up, native = await _native_or_translated(request, ctx, body, native_path, translate, streaming)
+    up = await _native_or_translated(ctx, body, native_path, translate, streaming)
+    native = up.state.deployment.speaks_ollama
     if up.status >= 400:
         raise await _error_from(up, ctx)
     if native:
@@ -309,7 +316,8 @@ async def _embed(
         return "/embeddings", request_body
 
     native_path = "/api/embeddings" if legacy else "/api/embed"
-    up, native = await _native_or_translated(request, ctx, body, native_path, translate, False)
+    up = await _native_or_translated(ctx, body, native_path, translate, False)
+    native = up.state.deployment.speaks_ollama
     if up.status >= 400:
         raise await _error_from(up, ctx)
     if native:

@@ -16,7 +16,6 @@ import orjson
 from aiohttp import web
 
 from synapse import metrics
-from synapse.api.protocol import JSON
 from synapse.backends.upstream import ResponseTooLarge, Upstream
 from synapse.errors import BadGateway, GatewayTimeout
 from synapse.routing import Trace
@@ -212,7 +211,3 @@ async def relay_ndjson(
         error_frame=ndjson_error,
         on_chunk=usage,
     )
-
-
-def is_json(up: Upstream) -> bool:
-    return up.content_type.startswith(JSON)

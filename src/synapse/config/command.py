@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synapse.config import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,13 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_or_report(path: str) -> Config | None:
+    """The config, or None after printing every problem (file: key path: expectation)."""
     from synapse.config import ConfigError, load_config
 
     try:
-        config = load_config(args.path)
+        return load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_report(args.path)
+    if config is None:
         return 1
     for warning in config.warnings:
         print(f"{args.path}: warning: {warning}", file=sys.stderr)

@@ -20,6 +20,7 @@ from synapse.backends.upstream import Retryable
 from synapse.config import Config
 from synapse.errors import (
     BadGateway,
+    BadRequest,
     GatewayError,
     GatewayTimeout,
     ModelNotFound,
@@ -79,9 +80,7 @@ class Router:
 
     def require(self, name: object) -> str:
         if not isinstance(name, str) or not name:
-            raise GatewayError(
-                "'model' is required and must be a string", status=400, param="model"
-            )
+            raise BadRequest("'model' is required and must be a string", param="model")
         group = self.resolve(name)
         if group is None:
             raise ModelNotFound(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,14 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from synapse import logs
-    from synapse.config import ConfigError, load_config
+    from synapse.config.command import load_or_report
     from synapse.server.gateway import Gateway
     from synapse.server.lifecycle import serve
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = load_or_report(args.config)
+    if config is None:
         return 1
     logs.setup(config.settings.log_level)
     ollama_port = config.settings.ollama_port if args.ollama_port is None else args.ollama_port
