@@ -105,6 +105,11 @@ class Gateway:
         wait_http(self.url + "/health/readiness", self.proc)
 
     @property
+    def metrics_url(self) -> str:
+        """Where this gateway serves Prometheus metrics."""
+        return self.url + "/metrics"
+
+    @property
     def log(self) -> str:
         return self.log_path.read_text()
 

@@ -218,7 +218,7 @@ def test_invalid_config_keeps_old_serving_and_valid_one_is_applied(make_gateway,
         time.sleep(0.05)
     assert "config reload failed" in gw.log
     assert sdk(gw).chat.completions.create(**CHAT).choices  # old config still serves
-    metrics = httpx.get(gw.url + "/metrics").text
+    metrics = httpx.get(gw.metrics_url).text
     assert 'synapse_config_reloads_total{result="failed"} 1.0' in metrics
 
     config["router_settings"]["model_group_alias"]["fresh-alias"] = "llama-cpu"

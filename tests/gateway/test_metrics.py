@@ -10,7 +10,7 @@ from tests.conftest import MASTER_KEY, Gateway
 
 
 def samples(gateway: Gateway) -> dict[str, list]:
-    text = httpx.get(gateway.url + "/metrics").text
+    text = httpx.get(gateway.metrics_url).text
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
