@@ -8,8 +8,21 @@ STAMP := $(VENV)/.installed
 
 .PHONY: help install system-deps serve test lint clean
 
-help: ## list targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+# `make help` groups targets by what a person came to do; a target's group follows its name.
+help: ## list targets, grouped
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '\
+	  function group(t) { \
+	    if (t ~ /^(run|test|serve|help)$$/) return 1; \
+	    if (t ~ /^test-/) return 2; \
+	    if (t ~ /^(deploy|image|secret|sync-config|render|diff|budget)/) return 3; \
+	    if (t ~ /^(health|pull-models|migrate|verify|preflight|usage)/) return 4; \
+	    if (t ~ /^bench/) return 5; \
+	    return 2 } \
+	  { line = sprintf("  %-22s %s\n", $$1, $$2); g = group($$1); \
+	    if (g == 1) first[$$1] = line; else n[g] = n[g] line } \
+	  END { split("run test serve help", s1, " "); for (i = 1; i <= 4; i++) n[1] = n[1] first[s1[i]]; \
+	        split("Start here|Develop and test|Deploy (kustomize, in the plan'"'"'s phase order)|Operate the cluster|Benchmark", h, "|"); \
+	        for (i = 1; i <= 5; i++) if (n[i] != "") printf "%s:\n%s\n", h[i], n[i] }'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
