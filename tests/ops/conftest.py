@@ -69,7 +69,8 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
     gateways = [FakeGateway(state), FakeGateway(state)]
     gw_urls = [served.start(g.app()) for g in gateways]
 
-    cluster.add_service("jarvis-cortex", "ollama", 11434, served.start(consumer.app()))
+    consumer_url = served.start(consumer.app())
+    cluster.add_service("jarvis-cortex", "ollama", 11434, consumer_url)
     cluster.add_service("llm-infra", "ollama", 11434, served.start(synapse_ollama.app()))
     cluster.add_service("llm-infra", "vllm-inference", 8001, served.start(vllm.app()))
     cluster.add_service("llm-infra", "synapse", 8000, None)
@@ -95,24 +96,41 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
             "data": {"ca.crt": "x"},
         },
     )
-    for name, n in (
-        ("indexer", 2),
-        ("extractor", 1),
-        ("query", 1),
-        ("graph-builder", 1),
-        ("ollama", 1),
+    # The consumer's workers read the ConfigMap (envFrom, or one key through env); neo4j and the
+    # consumer's own Ollama do not, so a migration must not restart them.
+    reads_all = {"envFrom": [{"configMapRef": {"name": "ai-memory-config"}}]}
+    reads_key = {
+        "env": [
+            {
+                "name": "OLLAMA_URL",
+                "valueFrom": {"configMapKeyRef": {"name": "ai-memory-config", "key": "OLLAMA_URL"}},
+            }
+        ]
+    }
+    for name, n, extra in (
+        ("indexer", 2, reads_all),
+        ("extractor", 1, reads_all),
+        ("query", 1, reads_all),
+        ("graph-builder", 1, reads_key),
+        ("ollama", 1, None),
+        ("neo4j", 1, None),
     ):
-        cluster.add_deployment("jarvis-cortex", name, n)
+        cluster.add_deployment("jarvis-cortex", name, n, container_extra=extra)
     gpu = {"limits": {"nvidia.com/gpu": "1", "memory": "48Gi"}, "requests": {"nvidia.com/gpu": "1"}}
     cluster.add_deployment("llm-infra", "ollama", 1)
     cluster.add_deployment("llm-infra", "vllm-inference", 1, resources=gpu)
     cluster.add_deployment("llm-infra", "synapse", 2, resources={"limits": {"memory": "512Mi"}})
 
-    def vllm_follows_replicas(ns: str, name: str, replicas: int) -> None:
+    def backends_follow_replicas(ns: str, name: str, replicas: int) -> None:
         if (ns, name) == ("llm-infra", "vllm-inference"):
             vllm.up = replicas > 0
+        if (ns, name) == ("jarvis-cortex", "ollama"):  # decommissioned: nothing answers
+            if replicas:
+                cluster.services[(ns, name, 11434)] = consumer_url
+            else:
+                cluster.services.pop((ns, name, 11434), None)
 
-    cluster.on_scale.append(vllm_follows_replicas)
+    cluster.on_scale.append(backends_follow_replicas)
     cluster.put(
         "secrets",
         {

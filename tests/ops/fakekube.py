@@ -186,9 +186,10 @@ class FakeCluster:
         *,
         labels: dict[str, str] | None = None,
         resources: dict[str, Any] | None = None,
+        container_extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         labels = labels or {"app": name}
-        container = {"name": name, "image": f"{name}:1"}
+        container = {"name": name, "image": f"{name}:1", **(container_extra or {})}
         if resources:
             container["resources"] = resources
         return self.put(
