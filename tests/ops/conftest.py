@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.fakebackends import FakeGateway, FakeOllama, FakeVLLM, GatewayState
+from tests.ops.fakebackends import FakeGateway, FakeOllama, FakePrometheus, FakeVLLM, GatewayState
 from tests.ops.fakekube import FakeCluster, Served, write_kubeconfig
 
 MASTER_KEY = "sk-test-master"
@@ -52,13 +52,30 @@ class Stack:
     vllm: FakeVLLM
     gateways: list[FakeGateway]
     state: GatewayState
+    prometheus: FakePrometheus
 
 
 @pytest.fixture
 def stack(cluster: FakeCluster, served: Served) -> Stack:
     """llm-infra with Ollama, vLLM and two gateway replicas; jarvis-cortex with its consumer."""
-    for ns in ("llm-infra", "jarvis-cortex", "default"):
+    for ns in ("llm-infra", "jarvis-cortex", "default", "monitoring"):
         cluster.add_namespace(ns)
+    # forge: one RTX 5090 and a 1.8 TiB disk; K3s made RuntimeClass nvidia.
+    cluster.put(
+        "nodes",
+        {
+            "metadata": {"name": "forge"},
+            "status": {
+                "capacity": {"ephemeral-storage": "1800Gi", "nvidia.com/gpu": "1"},
+                "allocatable": {"ephemeral-storage": "1700Gi", "nvidia.com/gpu": "1"},
+            },
+        },
+    )
+    cluster.put("runtimeclasses", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    prometheus = FakePrometheus()
+    cluster.add_service(
+        "monitoring", "kube-prometheus-stack-prometheus", 9090, served.start(prometheus.app())
+    )
     consumer = FakeOllama(["mxbai-embed-large:latest", "llama3.1:8b"])
     synapse_ollama = FakeOllama(
         ["mxbai-embed-large", "llama3.1:8b"],
@@ -68,6 +85,7 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
     state = GatewayState(MASTER_KEY, list(SERVED), vllm)
     gateways = [FakeGateway(state), FakeGateway(state)]
     gw_urls = [served.start(g.app()) for g in gateways]
+    metrics_urls = [served.start(g.metrics_app()) for g in gateways]
 
     consumer_url = served.start(consumer.app())
     cluster.add_service("jarvis-cortex", "ollama", 11434, consumer_url)
@@ -77,6 +95,8 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
     cluster.services[("llm-infra", "synapse", 8000)] = gw_urls  # type: ignore[assignment]
     cluster.services[("llm-infra", "synapse", 11434)] = gw_urls  # type: ignore[assignment]
     cluster.pod_targets[("llm-infra", "synapse", 8000)] = gw_urls
+    cluster.services[("llm-infra", "synapse", 9090)] = metrics_urls  # type: ignore[assignment]
+    cluster.pod_targets[("llm-infra", "synapse", 9090)] = metrics_urls
 
     cluster.put(
         "configmaps",
@@ -107,12 +127,14 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
             }
         ]
     }
+    # The consumer's own Ollama holds the GPU until it is decommissioned (risk R2).
+    own_gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
     for name, n, extra in (
         ("indexer", 2, reads_all),
         ("extractor", 1, reads_all),
         ("query", 1, reads_all),
         ("graph-builder", 1, reads_key),
-        ("ollama", 1, None),
+        ("ollama", 1, own_gpu),
         ("neo4j", 1, None),
     ):
         cluster.add_deployment("jarvis-cortex", name, n, container_extra=extra)
@@ -138,7 +160,7 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
             "data": {"master-key": base64.b64encode(MASTER_KEY.encode()).decode()},
         },
     )
-    return Stack(cluster, consumer, synapse_ollama, vllm, gateways, state)
+    return Stack(cluster, consumer, synapse_ollama, vllm, gateways, state, prometheus)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
