@@ -64,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1800.0,
         help="wait for a restored Deployment to be ready again, seconds (vLLM loads slowly)",
     )
-    p.add_argument("--consumer-namespace", default="jarvis-cortex")
+    p.add_argument(
+        "--consumer-namespace",
+        default="jarvis-cortex",
+        help="phase 5: the namespace whose pods must still reach the gateway",
+    )
     p.add_argument("--outside-namespace", default="default", help="a namespace with no access")
     p.add_argument("--ingress-url", help="default: https://<host of the namespace's Ingress>")
     p.add_argument(
