@@ -214,22 +214,23 @@ class FakeVLLM:
         return web.json_response(openai_chat(self.model, "Hi " * 3, body.get("max_tokens", 16)))
 
     def tool_call(self, body: dict[str, Any]) -> web.Response:
-        if body.get("tool_choice", "auto") == "auto" and not self.auto_tools:
-            message = (
-                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser '
-                "to be set"
-            )
-            return web.json_response(
-                {
-                    "error": {
-                        "message": message,
-                        "type": "BadRequestError",
-                        "param": None,
-                        "code": 400,
-                    }
-                },
-                status=400,
-            )
+        """vLLM 0.32's checks (renderers/online_renderer.py) when no tool parser is set."""
+        choice = body.get("tool_choice", "auto")
+        if not self.auto_tools and choice not in (None, "none"):
+            if choice == "auto":
+                message = (
+                    '"auto" tool choice requires --enable-auto-tool-choice and '
+                    "--tool-call-parser to be set"
+                )
+            else:
+                described = (
+                    f'function "{choice["function"]["name"]}"'
+                    if isinstance(choice, dict)
+                    else f'"{choice}"'
+                )
+                message = f"tool_choice={described} requires --tool-call-parser to be set"
+            error = {"message": message, "type": "BadRequestError", "param": None, "code": 400}
+            return web.json_response({"error": error}, status=400)
         doc = openai_chat(self.model, "", 20)
         name = body["tools"][0]["function"]["name"]
         doc["choices"][0]["message"] = {
