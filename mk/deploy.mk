@@ -1,6 +1,6 @@
 # Deployment to forge (K3s): manifests/, the gateway image, offline validation (docs/DEPLOYMENT.md).
-# KUBECTL="sudo k3s kubectl" when run on forge itself; PHASE=N (1-5, or final = 5 + the
-# NetworkPolicies) for render/diff/budget.
+# KUBECTL="sudo k3s kubectl" when run on forge itself; PHASE=N for render/diff/budget (render and
+# diff also take PHASE=final: phase 5 + the NetworkPolicies).
 KUBECTL ?= kubectl
 PHASE ?= 5
 NS := llm-infra

@@ -118,6 +118,20 @@ def test_litellm_variant_selects_only_litellm(rendered: dict[str, list[Doc]]) ->
     assert mounted == {d["metadata"]["name"] for d in picked if d["kind"] == "ConfigMap"}
 
 
+def test_deploy_phase5_applies_policies_last_through_the_gate() -> None:
+    """Issue 16.2: phase 5 is applied open, then the policies only after the consumer check."""
+    lines = _make_dry_run("deploy-phase5").splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    opened = first("apply -k manifests/phases/phase5")
+    gate = first("migrate-consumer verify --phase 3")
+    policies = first("apply -k manifests/infra/networkpolicies")
+    assert opened < gate < policies
+    assert "exit 1" in " ".join(lines[gate:policies])  # a failed check stops the recipe
+
+
 def _make_dry_run(target: str, *args: str) -> str:
     import subprocess
 
