@@ -24,8 +24,9 @@ ENV PATH=/opt/synapse/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
-# 8000: OpenAI API, Ollama API and /metrics (keyed); 11434: keyless Ollama-compatible port.
-EXPOSE 8000 11434
+# 8000: OpenAI and Ollama API (keyed); 11434: keyless Ollama-compatible port; 9090: /metrics
+# only (synapse_settings.metrics_port), for Prometheus.
+EXPOSE 8000 11434 9090
 # Read-only root filesystem friendly: the config is mounted at /etc/synapse, nothing is written.
 ENTRYPOINT ["synapse"]
 CMD ["serve", "--config", "/etc/synapse/config.yaml", "--host", "0.0.0.0", "--port", "8000", "--ollama-port", "11434"]

@@ -1,5 +1,6 @@
 # Deployment to forge (K3s): manifests/, the gateway image, offline validation (docs/DEPLOYMENT.md).
-# KUBECTL="sudo k3s kubectl" when run on forge itself; PHASE=N for render/diff/budget.
+# KUBECTL="sudo k3s kubectl" when run on forge itself; PHASE=N for render/diff/budget (render and
+# diff also take PHASE=final: phase 5 + the NetworkPolicies).
 KUBECTL ?= kubectl
 PHASE ?= 5
 NS := llm-infra
@@ -13,8 +14,8 @@ CONFIG_SRC := config/litellm-config.yaml
 CONFIG_MIRROR := manifests/apps/synapse/litellm-config.yaml
 
 .PHONY: deploy-tools sync-config render diff budget test-deploy image secret-master-key \
-	secret-hf-token deploy-infra deploy-ollama deploy-phase1 deploy-phase2 deploy-phase3 \
-	deploy-phase4 deploy-phase5 deploy-litellm
+	secret-hf-token deploy-infra deploy-ollama deploy-phase1 gpu-preflight deploy-phase2 \
+	deploy-phase3 deploy-phase4 deploy-phase5 deploy-networkpolicies deploy-litellm
 
 # `make test` also needs checkov, in a virtualenv of its own (installed once, ~2 minutes).
 test: deploy-tools
@@ -91,7 +92,10 @@ deploy-phase1: ## phase 1: namespace, PVC, Ollama
 	$(KUBECTL) apply -k manifests/phases/phase1
 	$(KUBECTL) -n $(NS) rollout status deployment/ollama --timeout=300s
 
-deploy-phase2: ## phase 2: + vLLM on the GPU (first start may take 30 min)
+gpu-preflight: $(STAMP) ## before phase 2 (risk R2): a free nvidia.com/gpu and RuntimeClass nvidia
+	$(BIN)/synapse verify --phase 2 --preflight $(OPS_KUBE) $(OPS_ARGS)
+
+deploy-phase2: gpu-preflight ## phase 2: + vLLM on the GPU (first start may take 30 min)
 	$(KUBECTL) apply -k manifests/phases/phase2
 	$(KUBECTL) -n $(NS) rollout status deployment/vllm-inference --timeout=1800s
 
@@ -106,14 +110,33 @@ deploy-phase4: sync-config ## phase 4: + Speaches STT and Piper TTS
 	$(KUBECTL) -n $(NS) rollout status deployment/piper-tts --timeout=600s
 	$(KUBECTL) -n $(NS) rollout status deployment/speaches-stt --timeout=1200s
 
-deploy-phase5: sync-config ## phase 5: + ingress, Traefik timeout, NetworkPolicies, monitoring (LAST)
+deploy-phase5: sync-config ## phase 5: + ingress, monitoring; then the NetworkPolicies (gated, LAST)
 	@$(KUBECTL) -n $(NS) get secret llm-tls-cert >/dev/null || \
 	  { echo "create Secret llm-tls-cert first (docs/DEPLOYMENT.md, phase 5)" >&2; exit 1; }
 	@$(KUBECTL) get crd servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com \
-	  >/dev/null || { echo "Prometheus Operator CRDs are missing: install kube-prometheus-stack first" >&2; exit 1; }
+	  probes.monitoring.coreos.com >/dev/null || \
+	  { echo "Prometheus Operator CRDs are missing: install kube-prometheus-stack first" >&2; exit 1; }
 	$(KUBECTL) apply -k manifests/phases/phase5
 	$(KUBECTL) -n $(NS) rollout status deployment/synapse --timeout=300s
+	$(MAKE) --no-print-directory deploy-networkpolicies
 
-deploy-litellm: sync-config ## phase 5 plus the LiteLLM proxy beside the gateway (component)
-	$(KUBECTL) apply -k manifests/variants/litellm
+# Risk R8: a default deny cuts every consumer still talking to an Ollama directly. The gate is
+# `synapse migrate-consumer verify --phase 3`: it fails unless the consumer's ConfigMap points at
+# the gateway and an embedding through it works from the consumer's namespace.
+deploy-networkpolicies: $(STAMP) ## NetworkPolicies, only once every consumer uses the gateway
+	@$(BIN)/synapse migrate-consumer verify --phase 3 $(OPS_KUBE) $(OPS_ARGS) || \
+	  { echo "refusing to apply NetworkPolicies: a consumer does not use the gateway yet" \
+	    "(synapse migrate-consumer apply --phase 3)" >&2; exit 1; }
+	$(KUBECTL) apply -k manifests/infra/networkpolicies
+	@if $(KUBECTL) -n $(NS) get deployment litellm-proxy >/dev/null 2>&1; then \
+	  $(KUBECTL) apply -k manifests/infra/networkpolicies/litellm; fi
+
+# Only LiteLLM's objects (and the ConfigMap they mount), on top of a deployed phase >= 3; its
+# NetworkPolicies only where the default deny already is (else they would isolate the backends).
+deploy-litellm: sync-config ## the LiteLLM proxy beside the gateway (phase >= 3 deployed)
+	@$(KUBECTL) -n $(NS) get deployment synapse >/dev/null || \
+	  { echo "deploy phase 3 first (make deploy-phase3)" >&2; exit 1; }
+	$(KUBECTL) apply -k manifests/variants/litellm -l synapse.arunlabs.com/variant=litellm
+	@if $(KUBECTL) -n $(NS) get networkpolicy default-deny-ingress >/dev/null 2>&1; then \
+	  $(KUBECTL) apply -k manifests/infra/networkpolicies/litellm; fi
 	$(KUBECTL) -n $(NS) rollout status deployment/litellm-proxy --timeout=300s

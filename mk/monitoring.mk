@@ -4,9 +4,10 @@ ALERT_RULES := monitoring/alerts/synapse-alerts.yaml
 
 .PHONY: deploy-monitoring test-alerts test-monitoring
 
-deploy-monitoring: ## apply monitoring/ (alerts, ServiceMonitors, Grafana dashboard) to llm-infra
+deploy-monitoring: ## apply monitoring/ (alerts, ServiceMonitors, Probe, Grafana dashboard) to llm-infra
 	@$(KUBECTL) get crd servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com \
-	  >/dev/null || { echo "Prometheus Operator CRDs are missing: install kube-prometheus-stack first" >&2; exit 1; }
+	  probes.monitoring.coreos.com >/dev/null || \
+	  { echo "Prometheus Operator CRDs are missing: install kube-prometheus-stack first" >&2; exit 1; }
 	$(KUBECTL) apply -k monitoring
 
 # promtool reads plain rules files: the PrometheusRule's spec is one, extracted into a temp dir

@@ -6,27 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import (
-    MANIFESTS,
-    PHASES,
-    Doc,
-    monitoring_ready,
-    render,
-    without_monitoring,
-)
+from tests.deploy.helpers import MANIFESTS, PHASES, Doc, everything_kustomization, render
 
 
 @pytest.fixture(scope="session")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Kustomization directories by name: phase1…phase5 and the LiteLLM variant.
-
-    Until monitoring/ has its kustomization.yaml, phase 5 and the variant are rendered from
-    copies without that one entry (tests that need monitoring/ skip and say so).
-    """
+    """Kustomization directories by name: phase1…phase5, final (phase 5 + NetworkPolicies),
+    the LiteLLM variant, and everything (final + LiteLLM and its policies)."""
     found = {f"phase{n}": MANIFESTS / "phases" / f"phase{n}" for n in PHASES}
+    found["final"] = MANIFESTS / "phases" / "final"
     found["litellm"] = MANIFESTS / "variants" / "litellm"
-    if not monitoring_ready():
-        found["phase5"], found["litellm"] = without_monitoring(tmp_path_factory.mktemp("render"))
+    found["everything"] = everything_kustomization(tmp_path_factory.mktemp("everything"))
     return found
 
 
@@ -41,6 +31,12 @@ def phase5(rendered: dict[str, list[Doc]]) -> list[Doc]:
 
 
 @pytest.fixture(scope="session")
+def final(rendered: dict[str, list[Doc]]) -> list[Doc]:
+    """What forge runs at the end: phase 5 plus the gated NetworkPolicies."""
+    return rendered["final"]
+
+
+@pytest.fixture(scope="session")
 def everything(rendered: dict[str, list[Doc]]) -> list[Doc]:
-    """Phase 5 plus the LiteLLM component: every object this repo can deploy."""
-    return rendered["litellm"]
+    """The end state plus the LiteLLM component: every object this repo can deploy."""
+    return rendered["everything"]

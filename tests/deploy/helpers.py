@@ -20,8 +20,9 @@ NAMESPACE = "llm-infra"
 PHASES = (1, 2, 3, 4, 5)
 # Kinds whose schema is not in Kubernetes itself (checked on their own, or by their owners).
 CUSTOM_KINDS = {
-    ("helm.cattle.io/v1", "HelmChartConfig"),
+    ("traefik.io/v1alpha1", "ServersTransport"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("monitoring.coreos.com/v1", "Probe"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
 }
@@ -37,12 +38,6 @@ def kubectl() -> str:
     return found
 
 
-def monitoring_ready() -> bool:
-    return any(
-        (MONITORING / name).is_file() for name in ("kustomization.yaml", "kustomization.yml")
-    )
-
-
 def render(path: Path) -> list[Doc]:
     done = subprocess.run(
         [kubectl(), "kustomize", str(path)], capture_output=True, text=True, check=False
@@ -52,35 +47,28 @@ def render(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def without_monitoring(workdir: Path) -> tuple[Path, Path]:
-    """Phase 5 and the LiteLLM variant minus ../../../monitoring, while monitoring/ is unwritten.
+def everything_kustomization(workdir: Path) -> Path:
+    """Every object this repo can deploy: the end state plus LiteLLM and its policies.
 
-    kustomize only accepts relative paths to other kustomizations, so the copies point back into
+    kustomize only accepts relative paths to other kustomizations, so the file points back into
     the repo with relative paths from `workdir`.
     """
-    phase5 = workdir / "phase5"
-    variant = workdir / "litellm"
-    phase5.mkdir(parents=True, exist_ok=True)
-    variant.mkdir(parents=True, exist_ok=True)
-    source = MANIFESTS / "phases" / "phase5"
-    spec = yaml.safe_load((source / "kustomization.yaml").read_text())
-    kept = []
-    for entry in spec["resources"]:
-        target = (source / entry).resolve()
-        if target != MONITORING.resolve():
-            kept.append(os.path.relpath(target, phase5))
-    spec["resources"] = kept
-    (phase5 / "kustomization.yaml").write_text(yaml.safe_dump(spec))
-    variant_spec = yaml.safe_load(
-        (MANIFESTS / "variants" / "litellm" / "kustomization.yaml").read_text()
-    )
-    variant_spec["resources"] = ["../phase5"]
-    variant_spec["components"] = [
-        os.path.relpath((MANIFESTS / "variants" / "litellm" / c).resolve(), variant)
-        for c in variant_spec["components"]
-    ]
-    (variant / "kustomization.yaml").write_text(yaml.safe_dump(variant_spec))
-    return phase5, variant
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, workdir)
+
+    spec = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [
+            rel(MANIFESTS / "phases" / "final"),
+            rel(MANIFESTS / "infra" / "networkpolicies" / "litellm"),
+        ],
+        "components": [rel(MANIFESTS / "apps" / "litellm")],
+    }
+    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(spec))
+    return workdir
 
 
 def key(doc: Doc) -> tuple[str, str, str]:

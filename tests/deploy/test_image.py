@@ -43,10 +43,10 @@ def test_runs_as_a_numeric_non_root_user() -> None:
     assert f"runAsUser: {uid}" in gateway
 
 
-def test_serves_the_mounted_config_on_both_ports() -> None:
+def test_serves_the_mounted_config_on_its_ports() -> None:
     instructions = _instructions()
     exposed = {p for word, args in instructions if word == "EXPOSE" for p in args.split()}
-    assert exposed == {"8000", "11434"}
+    assert exposed == {"8000", "11434", "9090"}  # 9090: /metrics only (metrics_port)
     entry = " ".join(args for word, args in instructions if word in ("ENTRYPOINT", "CMD"))
     assert '"synapse"' in entry and '"serve"' in entry
     assert '"/etc/synapse/config.yaml"' in entry

@@ -1,4 +1,4 @@
-"""Who can reach what once phase 5's NetworkPolicies are applied (issue 6, item 7)."""
+"""Who can reach what once the NetworkPolicies are applied (manifests/phases/final)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def _matrix(pods: dict[str, Pod]) -> list[tuple[Pod | None, Pod | None, int, str
         (STRANGER, gw, 8000, "TCP", True),
         (TRAEFIK, gw, 8000, "TCP", True),
         (PROMETHEUS, gw, 8000, "TCP", True),
+        # /metrics on its own port: Prometheus only (issue 15.11)
+        (PROMETHEUS, gw, 9090, "TCP", True),
+        (CONSUMER, gw, 9090, "TCP", False),
+        (STRANGER, gw, 9090, "TCP", False),
+        (TRAEFIK, gw, 9090, "TCP", False),
         # the keyless Ollama port: listed consumer namespaces only
         (CONSUMER, gw, 11434, "TCP", True),
         (STRANGER, gw, 11434, "TCP", False),
@@ -79,22 +84,24 @@ def _describe(pod: Pod | None) -> str:
     return "internet" if pod is None else f"{pod.namespace}/{pod.name}"
 
 
-def test_traffic_matrix(phase5: list[Doc]) -> None:
-    policies = _policies(phase5)
+def test_traffic_matrix(final: list[Doc]) -> None:
+    policies = _policies(final)
     wrong = [
         f"{_describe(src)} → {_describe(dst)}:{port}/{proto} expected {'open' if want else 'closed'}"
-        for src, dst, port, proto, want in _matrix(_pods(phase5))
+        for src, dst, port, proto, want in _matrix(_pods(final))
         if allowed(policies, src, dst, port, proto) != want
     ]
     assert not wrong, "\n".join(wrong)
 
 
-def test_before_phase5_nothing_is_blocked(rendered: dict[str, list[Doc]]) -> None:
-    """Phases 1-4 carry no policy: consumers keep reaching Ollama directly until they migrate."""
-    phase4 = rendered["phase4"]
-    assert not _policies(phase4)
-    pods = _pods(phase4)
-    assert allowed([], CONSUMER, pods["ollama"], 11434)
+@pytest.mark.parametrize("target", ["phase4", "phase5", "litellm"])
+def test_nothing_is_blocked_before_the_gated_policies(
+    target: str, rendered: dict[str, list[Doc]]
+) -> None:
+    """No phase and not the LiteLLM variant carries a policy: consumers keep reaching Ollama
+    directly until `make deploy-networkpolicies` finds them migrated (risk R8)."""
+    assert not _policies(rendered[target])
+    assert allowed([], CONSUMER, _pods(rendered["phase4"])["ollama"], 11434)
 
 
 def test_every_pod_is_under_default_deny(everything: list[Doc]) -> None:

@@ -1,6 +1,6 @@
 """Schema validation of everything rendered (kubernetes-validate, strict: unknown fields fail).
 
-Custom resources are not in Kubernetes' schemas: Traefik's HelmChartConfig is checked here on its
+Custom resources are not in Kubernetes' schemas: Traefik's ServersTransport is checked here on its
 own terms; the Prometheus Operator kinds belong to monitoring/ and are checked structurally.
 """
 
@@ -60,15 +60,25 @@ def _seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def test_traefik_read_timeout_covers_the_longest_backend_timeout(everything: list[Doc]) -> None:
-    config = find(everything, "HelmChartConfig", "traefik")
-    assert config["apiVersion"] == "helm.cattle.io/v1"
-    assert config["metadata"]["namespace"] == "kube-system"  # K3s only reads it there
-    values = yaml.safe_load(config["spec"]["valuesContent"])
-    timeouts = values["ports"]["websecure"]["transport"]["respondingTimeouts"]
+def test_traefik_timeouts_are_scoped_to_the_gateway_route(everything: list[Doc]) -> None:
+    """Issue 16.6: the long timeouts live in a ServersTransport that only the gateway's Service
+    names, so neither Traefik's own configuration nor another app's route changes."""
+    transport = find(everything, "ServersTransport", "synapse")
+    assert transport["apiVersion"] == "traefik.io/v1alpha1"
+    namespace = transport["metadata"]["namespace"]
+    timeouts = transport["spec"]["forwardingTimeouts"]
     gateway = yaml.safe_load(CONFIG.read_text())
     longest = max(float(m["litellm_params"].get("timeout", 0)) for m in gateway["model_list"])
-    assert _seconds(timeouts["readTimeout"]) >= longest
-    # 0 = no write deadline; otherwise it must also outlast the longest request.
-    write = _seconds(timeouts["writeTimeout"])
-    assert write == 0 or write >= longest
+    header = _seconds(timeouts["responseHeaderTimeout"])
+    assert header >= longest, "Traefik must wait as long as the slowest backend may take"
+    reference = f"{namespace}-{transport['metadata']['name']}@kubernetescrd"
+    users = [
+        d["metadata"]["name"]
+        for d in everything
+        if (d["metadata"].get("annotations") or {}).get(
+            "traefik.ingress.kubernetes.io/service.serverstransport"
+        )
+        == reference
+    ]
+    assert users == ["synapse"]
+    assert find(everything, "Service", "synapse")["metadata"]["namespace"] == namespace

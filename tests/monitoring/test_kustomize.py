@@ -18,8 +18,11 @@ from . import sources, tools
 NAMESPACE = "llm-infra"
 # `kubectl apply` (client side) keeps the whole object in an annotation limited to 256 KiB.
 ANNOTATION_LIMIT = 262144
-# The Services the monitors select, as the contract names them.
+# The Services the monitors select, as the contract names them, and the port each scrapes: the
+# gateway serves /metrics only on its own port (synapse_settings.metrics_port), never on 8000.
 MONITORED = {"synapse": "synapse", "vllm-inference": "vllm-inference"}
+SCRAPED_PORT = {"synapse": "metrics", "vllm-inference": "http"}
+SELECTED_KINDS = ("PrometheusRule", "ServiceMonitor", "Probe")
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,7 @@ def rendered() -> dict[tuple[str, str], dict[str, Any]]:
 def test_renders_the_expected_objects(rendered: dict) -> None:
     assert sorted(rendered) == [
         ("ConfigMap", "synapse-grafana-dashboard"),
+        ("Probe", "synapse-ingress"),
         ("PrometheusRule", "synapse-alerts"),
         ("ServiceMonitor", "synapse"),
         ("ServiceMonitor", "vllm-inference"),
@@ -60,8 +64,39 @@ def test_service_monitor_scrapes_metrics(rendered: dict, name: str) -> None:
     assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": MONITORED[name]}
     [endpoint] = spec["endpoints"]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == SCRAPED_PORT[name]
     assert endpoint["path"] == "/metrics"
+
+
+def test_prometheus_selector_label_is_one_kustomize_setting(rendered: dict) -> None:
+    """kube-prometheus-stack ignores rules and monitors without its release label (issue 16.4):
+    one `labels` entry in monitoring/kustomization.yaml puts it on every object it selects."""
+    spec = yaml.safe_load((sources.MONITORING / "kustomization.yaml").read_text())
+    [entry] = [e for e in spec["labels"] if "release" in e["pairs"]]
+    assert not entry.get("includeSelectors"), "a selector label must not change selectors"
+    release = entry["pairs"]["release"]
+    selected = [d for (kind, _), d in rendered.items() if kind in SELECTED_KINDS]
+    assert len(selected) == 4
+    for doc in selected:
+        assert doc["metadata"]["labels"]["release"] == release, doc["metadata"]["name"]
+    sources_text = "".join(p.read_text() for p in (sources.MONITORING).rglob("*.yaml"))
+    assert sources_text.count("release:") == 1, "set it in the kustomization only"
+
+
+def test_certificate_probe_feeds_the_tls_alerts(rendered: dict) -> None:
+    from tests.deploy.helpers import MANIFESTS, render
+
+    probe = rendered[("Probe", "synapse-ingress")]["spec"]
+    ingress = next(d for d in render(MANIFESTS / "infra" / "ingress") if d["kind"] == "Ingress")
+    host = ingress["spec"]["rules"][0]["host"]
+    assert probe["targets"]["staticConfig"]["static"] == [f"https://{host}/health/liveliness"]
+    assert probe["module"] == "http_2xx"
+    tls_rules = [
+        r for g in sources.rules_spec()["groups"] if g["name"] == "synapse.tls" for r in g["rules"]
+    ]
+    assert len(tls_rules) == 3
+    for rule in tls_rules:
+        assert f'job="{probe["jobName"]}"' in rule["expr"], rule["alert"]
 
 
 @functools.cache
@@ -126,6 +161,9 @@ def test_monitor_matches_the_service_in_manifests(rendered: dict, name: str) -> 
             assert labels.get(key) == value, f"Service {name} lacks label {key}: {value}"
         ports = {p.get("name") for p in svc["spec"]["ports"]}
         assert spec["endpoints"][0]["port"] in ports, f"Service {name} ports {ports}"
+        # The Service port leads to the container port of the same name (the metrics listener).
+        [port] = [p for p in svc["spec"]["ports"] if p["name"] == spec["endpoints"][0]["port"]]
+        assert port["targetPort"] == port["name"]
 
 
 def test_make_targets(tmp_path: Path) -> None:

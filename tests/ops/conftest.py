@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.fakebackends import FakeGateway, FakeOllama, FakeVLLM, GatewayState
+from tests.ops.fakebackends import FakeGateway, FakeOllama, FakePrometheus, FakeVLLM, GatewayState
 from tests.ops.fakekube import FakeCluster, Served, write_kubeconfig
 
 MASTER_KEY = "sk-test-master"
@@ -52,13 +52,30 @@ class Stack:
     vllm: FakeVLLM
     gateways: list[FakeGateway]
     state: GatewayState
+    prometheus: FakePrometheus
 
 
 @pytest.fixture
 def stack(cluster: FakeCluster, served: Served) -> Stack:
     """llm-infra with Ollama, vLLM and two gateway replicas; jarvis-cortex with its consumer."""
-    for ns in ("llm-infra", "jarvis-cortex", "default"):
+    for ns in ("llm-infra", "jarvis-cortex", "default", "monitoring"):
         cluster.add_namespace(ns)
+    # forge: one RTX 5090 and a 1.8 TiB disk; K3s made RuntimeClass nvidia.
+    cluster.put(
+        "nodes",
+        {
+            "metadata": {"name": "forge"},
+            "status": {
+                "capacity": {"ephemeral-storage": "1800Gi", "nvidia.com/gpu": "1"},
+                "allocatable": {"ephemeral-storage": "1700Gi", "nvidia.com/gpu": "1"},
+            },
+        },
+    )
+    cluster.put("runtimeclasses", {"metadata": {"name": "nvidia"}, "handler": "nvidia"})
+    prometheus = FakePrometheus()
+    cluster.add_service(
+        "monitoring", "kube-prometheus-stack-prometheus", 9090, served.start(prometheus.app())
+    )
     consumer = FakeOllama(["mxbai-embed-large:latest", "llama3.1:8b"])
     synapse_ollama = FakeOllama(
         ["mxbai-embed-large", "llama3.1:8b"],
@@ -68,14 +85,18 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
     state = GatewayState(MASTER_KEY, list(SERVED), vllm)
     gateways = [FakeGateway(state), FakeGateway(state)]
     gw_urls = [served.start(g.app()) for g in gateways]
+    metrics_urls = [served.start(g.metrics_app()) for g in gateways]
 
-    cluster.add_service("jarvis-cortex", "ollama", 11434, served.start(consumer.app()))
+    consumer_url = served.start(consumer.app())
+    cluster.add_service("jarvis-cortex", "ollama", 11434, consumer_url)
     cluster.add_service("llm-infra", "ollama", 11434, served.start(synapse_ollama.app()))
     cluster.add_service("llm-infra", "vllm-inference", 8001, served.start(vllm.app()))
     cluster.add_service("llm-infra", "synapse", 8000, None)
     cluster.services[("llm-infra", "synapse", 8000)] = gw_urls  # type: ignore[assignment]
     cluster.services[("llm-infra", "synapse", 11434)] = gw_urls  # type: ignore[assignment]
     cluster.pod_targets[("llm-infra", "synapse", 8000)] = gw_urls
+    cluster.services[("llm-infra", "synapse", 9090)] = metrics_urls  # type: ignore[assignment]
+    cluster.pod_targets[("llm-infra", "synapse", 9090)] = metrics_urls
 
     cluster.put(
         "configmaps",
@@ -95,24 +116,43 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
             "data": {"ca.crt": "x"},
         },
     )
-    for name, n in (
-        ("indexer", 2),
-        ("extractor", 1),
-        ("query", 1),
-        ("graph-builder", 1),
-        ("ollama", 1),
+    # The consumer's workers read the ConfigMap (envFrom, or one key through env); neo4j and the
+    # consumer's own Ollama do not, so a migration must not restart them.
+    reads_all = {"envFrom": [{"configMapRef": {"name": "ai-memory-config"}}]}
+    reads_key = {
+        "env": [
+            {
+                "name": "OLLAMA_URL",
+                "valueFrom": {"configMapKeyRef": {"name": "ai-memory-config", "key": "OLLAMA_URL"}},
+            }
+        ]
+    }
+    # The consumer's own Ollama holds the GPU until it is decommissioned (risk R2).
+    own_gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    for name, n, extra in (
+        ("indexer", 2, reads_all),
+        ("extractor", 1, reads_all),
+        ("query", 1, reads_all),
+        ("graph-builder", 1, reads_key),
+        ("ollama", 1, own_gpu),
+        ("neo4j", 1, None),
     ):
-        cluster.add_deployment("jarvis-cortex", name, n)
+        cluster.add_deployment("jarvis-cortex", name, n, container_extra=extra)
     gpu = {"limits": {"nvidia.com/gpu": "1", "memory": "48Gi"}, "requests": {"nvidia.com/gpu": "1"}}
     cluster.add_deployment("llm-infra", "ollama", 1)
     cluster.add_deployment("llm-infra", "vllm-inference", 1, resources=gpu)
     cluster.add_deployment("llm-infra", "synapse", 2, resources={"limits": {"memory": "512Mi"}})
 
-    def vllm_follows_replicas(ns: str, name: str, replicas: int) -> None:
+    def backends_follow_replicas(ns: str, name: str, replicas: int) -> None:
         if (ns, name) == ("llm-infra", "vllm-inference"):
             vllm.up = replicas > 0
+        if (ns, name) == ("jarvis-cortex", "ollama"):  # decommissioned: nothing answers
+            if replicas:
+                cluster.services[(ns, name, 11434)] = consumer_url
+            else:
+                cluster.services.pop((ns, name, 11434), None)
 
-    cluster.on_scale.append(vllm_follows_replicas)
+    cluster.on_scale.append(backends_follow_replicas)
     cluster.put(
         "secrets",
         {
@@ -120,7 +160,7 @@ def stack(cluster: FakeCluster, served: Served) -> Stack:
             "data": {"master-key": base64.b64encode(MASTER_KEY.encode()).decode()},
         },
     )
-    return Stack(cluster, consumer, synapse_ollama, vllm, gateways, state)
+    return Stack(cluster, consumer, synapse_ollama, vllm, gateways, state, prometheus)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -188,9 +188,13 @@ def openai_chat(model: str, text: str, tokens: int) -> dict[str, Any]:
 
 
 class FakeVLLM:
+    """vLLM's OpenAI server as documented: tool_choice "auto" is a 400 unless the server runs
+    with --enable-auto-tool-choice and --tool-call-parser (`auto_tools`)."""
+
     def __init__(self, model: str = "meta-llama/Meta-Llama-3.1-8B-Instruct") -> None:
         self.model = model
         self.up = True
+        self.auto_tools = True
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -205,7 +209,43 @@ class FakeVLLM:
         body = await request.json()
         if body["model"] != self.model:
             return web.json_response({"error": {"message": "model not found"}}, status=404)
+        if body.get("tools"):
+            return self.tool_call(body)
         return web.json_response(openai_chat(self.model, "Hi " * 3, body.get("max_tokens", 16)))
+
+    def tool_call(self, body: dict[str, Any]) -> web.Response:
+        """vLLM 0.32's checks (renderers/online_renderer.py) when no tool parser is set."""
+        choice = body.get("tool_choice", "auto")
+        if not self.auto_tools and choice not in (None, "none"):
+            if choice == "auto":
+                message = (
+                    '"auto" tool choice requires --enable-auto-tool-choice and '
+                    "--tool-call-parser to be set"
+                )
+            else:
+                described = (
+                    f'function "{choice["function"]["name"]}"'
+                    if isinstance(choice, dict)
+                    else f'"{choice}"'
+                )
+                message = f"tool_choice={described} requires --tool-call-parser to be set"
+            error = {"message": message, "type": "BadRequestError", "param": None, "code": 400}
+            return web.json_response({"error": error}, status=400)
+        doc = openai_chat(self.model, "", 20)
+        name = body["tools"][0]["function"]["name"]
+        doc["choices"][0]["message"] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "chatcmpl-tool-1",
+                    "type": "function",
+                    "function": {"name": name, "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        }
+        doc["choices"][0]["finish_reason"] = "tool_calls"
+        return web.json_response(doc)
 
 
 def wav_bytes(seconds: float = 0.5) -> bytes:
@@ -228,8 +268,52 @@ class GatewayState:
         self.vllm = vllm
 
 
+class FakePrometheus:
+    """Prometheus's HTTP API, the two reads verify uses: /api/v1/rules and /api/v1/targets."""
+
+    def __init__(self) -> None:
+        self.alerts: list[str] = []  # loaded alerting rules
+        self.targets: list[dict[str, Any]] = []  # activeTargets
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/rules", self.rules)
+        app.router.add_get("/api/v1/targets", self.active)
+        return app
+
+    async def rules(self, request: web.Request) -> web.Response:
+        rules = [{"name": a, "type": "alerting", "health": "ok"} for a in self.alerts]
+        groups = [{"name": "synapse", "file": "/etc/prometheus/rules/x.yaml", "rules": rules}]
+        return web.json_response({"status": "success", "data": {"groups": groups if rules else []}})
+
+    async def active(self, request: web.Request) -> web.Response:
+        data = {"activeTargets": self.targets, "droppedTargets": []}
+        return web.json_response({"status": "success", "data": data})
+
+
+class FakeDCGM:
+    """dcgm-exporter's /metrics: frame-buffer use in MiB."""
+
+    def __init__(self, used_mib: float, free_mib: float) -> None:
+        self.used_mib, self.free_mib = used_mib, free_mib
+
+    def app(self) -> web.Application:
+        async def metrics(_: web.Request) -> web.Response:
+            labels = 'gpu="0",modelName="NVIDIA GeForce RTX 5090"'
+            return web.Response(
+                text=f"DCGM_FI_DEV_FB_USED{{{labels}}} {self.used_mib}\n"
+                f"DCGM_FI_DEV_FB_FREE{{{labels}}} {self.free_mib}\n",
+                content_type="text/plain",
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return app
+
+
 class FakeGateway:
-    """One gateway replica (its own /metrics counters)."""
+    """One gateway replica (its own /metrics counters), serving /metrics only on its metrics
+    listener (`metrics_app`), as the gateway does with synapse_settings.metrics_port."""
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -244,7 +328,6 @@ class FakeGateway:
         r.add_get("/health/liveliness", payload({"status": "alive"}))
         r.add_get("/health/readiness", payload({"status": "ready"}))
         r.add_get("/health", self.health)
-        r.add_get("/metrics", self.metrics)
         r.add_get("/api/tags", self.tags)
         r.add_post("/api/show", self.show)
         r.add_post("/api/embed", self.embed)
@@ -254,6 +337,11 @@ class FakeGateway:
         r.add_post("/v1/chat/completions", self.chat)
         r.add_post("/v1/audio/speech", self.speech)
         r.add_post("/v1/audio/transcriptions", self.transcribe)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
         return app
 
     def _authorized(self, request: web.Request) -> bool:

@@ -43,6 +43,7 @@ KINDS = {
     "cronjobs": "CronJob",
     "ingresses": "Ingress",
     "prometheusrules": "PrometheusRule",
+    "runtimeclasses": "RuntimeClass",
 }
 API_VERSION = {
     "deployments": "apps/v1",
@@ -50,8 +51,9 @@ API_VERSION = {
     "ingresses": "networking.k8s.io/v1",
     "cronjobs": "batch/v1",
     "prometheusrules": "monitoring.coreos.com/v1",
+    "runtimeclasses": "node.k8s.io/v1",
 }
-CLUSTER_SCOPED = {"namespaces", "nodes"}
+CLUSTER_SCOPED = {"namespaces", "nodes", "runtimeclasses"}
 HOP_HEADERS = {"authorization", "host", "content-length", "transfer-encoding", "connection"}
 
 
@@ -186,9 +188,10 @@ class FakeCluster:
         *,
         labels: dict[str, str] | None = None,
         resources: dict[str, Any] | None = None,
+        container_extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         labels = labels or {"app": name}
-        container = {"name": name, "image": f"{name}:1"}
+        container = {"name": name, "image": f"{name}:1", **(container_extra or {})}
         if resources:
             container["resources"] = resources
         return self.put(
@@ -273,7 +276,7 @@ class FakeCluster:
         """Pods the Deployments in `ns` would have, ready as their status says, plus probe pods."""
         pods = []
         for (dns, name), dep in self._bucket("deployments").items():
-            if dns != ns:
+            if ns and dns != ns:  # "" lists every namespace
                 continue
             st = dep.get("status", {})
             labels = dep["spec"]["selector"]["matchLabels"]
@@ -286,11 +289,11 @@ class FakeCluster:
                     {
                         "metadata": {
                             "name": f"{name}-{rs:x}f7c-{i}",
-                            "namespace": ns,
+                            "namespace": dns,
                             "labels": dict(labels),
                             "resourceVersion": dep["metadata"]["resourceVersion"],
                         },
-                        "spec": {"containers": copy.deepcopy(containers)},
+                        "spec": {"containers": copy.deepcopy(containers), "nodeName": "forge"},
                         "status": {
                             "phase": "Running" if ready else "Pending",
                             "conditions": [{"type": "Ready", "status": str(ready)}],
@@ -306,7 +309,7 @@ class FakeCluster:
                         },
                     }
                 )
-        pods += [p for (pns, _), p in self._bucket("pods").items() if pns == ns]
+        pods += [p for (pns, _), p in self._bucket("pods").items() if not ns or pns == ns]
         return pods
 
     # -- the HTTP side ----------------------------------------------------------------------
@@ -370,8 +373,8 @@ class FakeCluster:
         if plural == "pods":
             items = self.pods_of(ns)
             for dep_ns, dep in list(self._bucket("deployments").items()):
-                if dep_ns[0] == ns:
-                    self._advance(ns, dep)
+                if not ns or dep_ns[0] == ns:
+                    self._advance(dep_ns[0], dep)
         else:
             items = [o for (ons, _), o in self._bucket(plural).items() if not ns or ons == ns]
         items = [

@@ -69,24 +69,37 @@ def test_choose_configmap():
         m.choose_configmap(cms, m.DEFAULT_KEYS, "nope")
 
 
-def test_apply_patch_records_once_and_rollback_restores_absent_keys():
+def test_each_step_is_recorded_and_rollback_undoes_one_at_a_time():
+    shared = m.PHASE_TARGETS[1]
     data = {"OLLAMA_BASE_URL": "http://ollama:11434"}  # OLLAMA_URL absent before
-    patch = m.apply_patch(data, {}, m.DEFAULT_KEYS, TARGET, at="t0")
-    assert patch["data"] == {"OLLAMA_BASE_URL": TARGET, "OLLAMA_URL": TARGET}
-    record = patch["metadata"]["annotations"][m.ANNOTATION]
-    assert json.loads(record)["values"] == {
-        "OLLAMA_BASE_URL": "http://ollama:11434",
-        "OLLAMA_URL": None,
-    }
-    migrated = {k: TARGET for k in m.DEFAULT_KEYS}
-    assert m.apply_patch(migrated, {m.ANNOTATION: record}, m.DEFAULT_KEYS, TARGET, at="t1") is None
-    # Half-migrated by hand: patch the rest, keep the original record.
-    half = {"OLLAMA_BASE_URL": TARGET, "OLLAMA_URL": "http://ollama:11434"}
-    again = m.apply_patch(half, {m.ANNOTATION: record}, m.DEFAULT_KEYS, TARGET, at="t2")
-    assert again == {"data": {"OLLAMA_URL": TARGET}}
-    back = m.rollback_patch(migrated, {m.ANNOTATION: record})
+    step1 = m.apply_patch(data, {}, m.DEFAULT_KEYS, shared, at="t0", phase=1)
+    assert step1["data"] == {"OLLAMA_BASE_URL": shared, "OLLAMA_URL": shared}
+    after1 = {k: shared for k in m.DEFAULT_KEYS}
+    notes1 = step1["metadata"]["annotations"]
+    assert m.apply_patch(after1, notes1, m.DEFAULT_KEYS, shared, at="t1", phase=1) is None
+    step3 = m.apply_patch(after1, notes1, m.DEFAULT_KEYS, TARGET, at="t2", phase=3)
+    notes3 = step3["metadata"]["annotations"]
+    history = m.parse_history(notes3[m.ANNOTATION])
+    assert [(r.phase, r.target, r.values["OLLAMA_URL"]) for r in history] == [
+        (1, shared, None),
+        (3, TARGET, shared),
+    ]
+    after3 = {k: TARGET for k in m.DEFAULT_KEYS}
+    # Rollback of phase 3 returns to the shared Ollama, keeping phase 1's record.
+    back = m.rollback_patch(after3, notes3)
+    assert back["data"] == {"OLLAMA_BASE_URL": shared, "OLLAMA_URL": shared}
+    remaining = back["metadata"]["annotations"][m.ANNOTATION]
+    assert [r.phase for r in m.parse_history(remaining)] == [1]
+    # Rollback of phase 1 restores the original values, absent keys removed, record dropped.
+    back = m.rollback_patch(after1, {m.ANNOTATION: remaining})
     assert back["data"] == {"OLLAMA_BASE_URL": "http://ollama:11434", "OLLAMA_URL": None}
     assert back["metadata"]["annotations"] == {m.ANNOTATION: None}
+
+
+def test_single_step_records_of_the_earlier_format_still_roll_back():
+    legacy = json.dumps({"values": {"OLLAMA_URL": "http://ollama:11434"}, "target": TARGET})
+    back = m.rollback_patch({"OLLAMA_URL": TARGET}, {m.ANNOTATION: legacy})
+    assert back["data"] == {"OLLAMA_URL": "http://ollama:11434"}
 
 
 def test_unreadable_record_is_never_overwritten():
@@ -96,18 +109,42 @@ def test_unreadable_record_is_never_overwritten():
         m.rollback_patch({}, {})
 
 
-def test_consumer_ollama_url():
-    rec = json.dumps({"values": {"OLLAMA_BASE_URL": "http://ollama:11434", "OLLAMA_URL": None}})
-    migrated = {k: TARGET for k in m.DEFAULT_KEYS}
-    assert (
-        m.consumer_ollama_url(migrated, {m.ANNOTATION: rec}, m.DEFAULT_KEYS, TARGET)
-        == "http://ollama:11434"
+def test_consumer_ollama_url_is_what_this_step_replaces():
+    shared = m.PHASE_TARGETS[1]
+    history = m.dump_history(
+        [
+            m.Record({"OLLAMA_BASE_URL": "http://ollama:11434"}, shared, "t0", 1),
+            m.Record({"OLLAMA_BASE_URL": shared}, TARGET, "t1", 3),
+        ]
     )
-    assert (
-        m.consumer_ollama_url({"OLLAMA_URL": "http://x:1"}, {}, m.DEFAULT_KEYS, TARGET)
-        == "http://x:1"
+    notes = {m.ANNOTATION: history}
+    # Before phase 3 the consumer is on the shared Ollama, not on its decommissioned own one.
+    on_shared = {k: shared for k in m.DEFAULT_KEYS}
+    assert m.consumer_ollama_url(on_shared, notes, m.DEFAULT_KEYS, TARGET) == shared
+    on_gateway = {k: TARGET for k in m.DEFAULT_KEYS}
+    assert m.consumer_ollama_url(on_gateway, notes, m.DEFAULT_KEYS, TARGET) == shared
+    assert m.consumer_ollama_url(on_shared, notes, m.DEFAULT_KEYS, shared) == "http://ollama:11434"
+    assert m.consumer_ollama_url(on_gateway, {}, m.DEFAULT_KEYS, TARGET) == (
+        m.DEFAULT_CONSUMER_OLLAMA
     )
-    assert m.consumer_ollama_url(migrated, {}, m.DEFAULT_KEYS, TARGET) == m.DEFAULT_CONSUMER_OLLAMA
+
+
+def test_reads_configmap_finds_every_way_a_pod_reads_it():
+    def spec(**container):
+        return {"containers": [{"name": "c", **container}]}
+
+    assert m.reads_configmap(spec(envFrom=[{"configMapRef": {"name": "cm"}}]), "cm")
+    ref = {"valueFrom": {"configMapKeyRef": {"name": "cm", "key": "OLLAMA_URL"}}}
+    assert m.reads_configmap(spec(env=[{"name": "X", **ref}]), "cm")
+    assert m.reads_configmap({"containers": [], "volumes": [{"configMap": {"name": "cm"}}]}, "cm")
+    projected = {"projected": {"sources": [{"configMap": {"name": "cm"}}]}}
+    assert m.reads_configmap({"containers": [], "volumes": [projected]}, "cm")
+    assert m.reads_configmap(
+        {"containers": [], "initContainers": [{"envFrom": [{"configMapRef": {"name": "cm"}}]}]},
+        "cm",
+    )
+    assert not m.reads_configmap(spec(envFrom=[{"configMapRef": {"name": "other"}}]), "cm")
+    assert not m.reads_configmap(spec(env=[{"name": "X", "value": "cm"}]), "cm")
 
 
 def test_model_rows():

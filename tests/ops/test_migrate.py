@@ -23,7 +23,7 @@ def dep(stack: Stack, name: str, ns: str = "jarvis-cortex") -> dict:
 
 def test_plan_shows_changes_and_prechecks_without_touching_anything(stack, capsys):
     rv = cm(stack)["metadata"]["resourceVersion"]
-    code, doc = cli_json(capsys, "migrate-consumer")
+    code, doc = cli_json(capsys, "migrate-consumer", "--phase", "3")
     assert code == 0, doc
     assert doc["configmap"] == "ai-memory-config"  # discovered: the one holding the keys
     assert {(c["key"], c["old"], c["new"]) for c in doc["changes"]} == {
@@ -41,7 +41,7 @@ def test_plan_shows_changes_and_prechecks_without_touching_anything(stack, capsy
 
 
 def test_plan_human_output_names_every_change(stack, capsys):
-    code, out = cli(capsys, "migrate-consumer", "plan")
+    code, out = cli(capsys, "migrate-consumer", "plan", "--phase", "3")
     assert code == 0
     for text in ("ai-memory-config", "OLLAMA_BASE_URL", "OLLAMA_URL", TARGET, "graph-builder"):
         assert text in out
@@ -49,28 +49,28 @@ def test_plan_human_output_names_every_change(stack, capsys):
 
 def test_model_not_served_fails_plan_and_blocks_apply(stack, capsys):
     stack.consumer_ollama.models.append("nomic-embed-text:latest")
-    code, doc = cli_json(capsys, "migrate-consumer", "plan")
+    code, doc = cli_json(capsys, "migrate-consumer", "plan", "--phase", "3")
     assert code == 1
     assert checks_by_name(doc)["model nomic-embed-text:latest"]["status"] == "fail"
-    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--yes")
+    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")
     assert code == 1 and "pre-checks failed" in doc["error"]
     assert cm(stack)["data"]["OLLAMA_URL"] == "http://ollama:11434"
 
 
 def test_alias_served_only_through_show_counts_as_served(stack, capsys):
     stack.state.unlisted.add("llama3.1:8b")  # an alias: not in /api/tags, /api/show knows it
-    code, doc = cli_json(capsys, "migrate-consumer", "plan")
+    code, doc = cli_json(capsys, "migrate-consumer", "plan", "--phase", "3")
     assert code == 0, doc
     shows = [p for m, p, _ in stack.cluster.requests if m == "POST" and p.endswith("/api/show")]
     assert len(shows) == 1
     stack.state.served.remove("llama3.1:8b")  # now unknown to the gateway too
-    code, doc = cli_json(capsys, "migrate-consumer", "plan")
+    code, doc = cli_json(capsys, "migrate-consumer", "plan", "--phase", "3")
     assert code == 1 and checks_by_name(doc)["model llama3.1:8b"]["status"] == "fail"
 
 
 def test_model_missing_in_synapse_ollama_is_a_warning(stack, capsys):
     stack.synapse_ollama.models.remove("llama3.1:8b")
-    code, doc = cli_json(capsys, "migrate-consumer", "plan")
+    code, doc = cli_json(capsys, "migrate-consumer", "plan", "--phase", "3")
     assert code == 0
     row = checks_by_name(doc)["model llama3.1:8b"]
     assert row["status"] == "warn" and "pull-models" in row["detail"]
@@ -78,12 +78,15 @@ def test_model_missing_in_synapse_ollama_is_a_warning(stack, capsys):
 
 def test_apply_records_patches_restarts_and_waits(stack, capsys):
     gens = {n: dep(stack, n)["metadata"]["generation"] for n in CONSUMER_DEPLOYMENTS}
-    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--yes", "--timeout", "30")
+    code, doc = cli_json(
+        capsys, "migrate-consumer", "apply", "--phase", "3", "--yes", "--timeout", "30"
+    )
     assert code == 0, doc
     obj = cm(stack)
     assert obj["data"]["OLLAMA_BASE_URL"] == TARGET and obj["data"]["OLLAMA_URL"] == TARGET
     assert obj["data"]["NEO4J_URI"] == "bolt://neo4j:7687"
-    record = json.loads(obj["metadata"]["annotations"][ANNOTATION])
+    [record] = json.loads(obj["metadata"]["annotations"][ANNOTATION])["history"]
+    assert record["phase"] == 3 and record["target"] == TARGET
     assert record["values"] == {
         "OLLAMA_BASE_URL": "http://ollama:11434",
         "OLLAMA_URL": "http://ollama:11434",
@@ -101,14 +104,15 @@ def test_apply_records_patches_restarts_and_waits(stack, capsys):
     kinds = {(p.split("/")[-2], ct) for m, p, ct in stack.cluster.requests if m == "PATCH"}
     assert ("configmaps", "application/merge-patch+json") in kinds
     assert ("deployments", "application/strategic-merge-patch+json") in kinds
-    assert "ollama" not in {p.split("/")[-1] for m, p, _ in stack.cluster.requests if m == "PATCH"}
+    patched = {p.split("/")[-1] for m, p, _ in stack.cluster.requests if m == "PATCH"}
+    assert not patched & {"ollama", "neo4j"}  # they do not read the ConfigMap
 
 
 def test_apply_twice_keeps_the_first_record(stack, capsys):
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
     first = cm(stack)["metadata"]["annotations"][ANNOTATION]
     patches = sum(1 for m, *_ in stack.cluster.requests if m == "PATCH")
-    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--yes")
+    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")
     assert code == 0 and doc["changed"] is False and doc["already_migrated"] is True
     assert cm(stack)["metadata"]["annotations"][ANNOTATION] == first
     assert sum(1 for m, *_ in stack.cluster.requests if m == "PATCH") == patches
@@ -117,7 +121,7 @@ def test_apply_twice_keeps_the_first_record(stack, capsys):
 def test_apply_retries_on_409_conflict(stack, capsys):
     # The plan reads the ConfigMap once, apply's update reads it again: conflict after that.
     stack.cluster.conflict_after_get[("configmaps", "jarvis-cortex", "ai-memory-config")] = 2
-    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--yes")
+    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")
     assert code == 0, doc
     cm_patches = [p for m, p, _ in stack.cluster.requests if m == "PATCH" and "/configmaps/" in p]
     assert len(cm_patches) == 2  # first one hit the stale resourceVersion
@@ -126,14 +130,16 @@ def test_apply_retries_on_409_conflict(stack, capsys):
 
 def test_apply_needs_confirmation(stack, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    code, out = cli(capsys, "migrate-consumer", "apply")
+    code, out = cli(capsys, "migrate-consumer", "apply", "--phase", "3")
     assert code == 1 and "--yes" in out
     assert cm(stack)["data"]["OLLAMA_URL"] == "http://ollama:11434"
 
 
 def test_apply_reports_a_stuck_rollout(stack, capsys):
     stack.cluster.stuck.add(("jarvis-cortex", "extractor"))
-    code, doc = cli_json(capsys, "migrate-consumer", "apply", "--yes", "--timeout", "5")
+    code, doc = cli_json(
+        capsys, "migrate-consumer", "apply", "--phase", "3", "--yes", "--timeout", "5"
+    )
     assert code == 1
     row = checks_by_name(doc)["rollout extractor"]
     assert row["status"] == "fail" and "progress deadline" in row["detail"]
@@ -141,25 +147,32 @@ def test_apply_reports_a_stuck_rollout(stack, capsys):
 
 def test_missing_deployment_is_a_failed_precheck(stack, capsys):
     code, doc = cli_json(
-        capsys, "migrate-consumer", "--deployment", "indexer", "--deployment", "worker"
+        capsys,
+        "migrate-consumer",
+        "--phase",
+        "3",
+        "--deployment",
+        "indexer",
+        "--deployment",
+        "worker",
     )
     assert code == 1
     assert checks_by_name(doc)["deployment worker"]["value"] == "missing"
 
 
 def test_no_configmap_holds_the_keys(stack, capsys):
-    code, doc = cli_json(capsys, "migrate-consumer", "--key", "NOPE_URL")
+    code, doc = cli_json(capsys, "migrate-consumer", "--phase", "3", "--key", "NOPE_URL")
     assert code == 1 and "--configmap" in doc["error"]
 
 
 def test_unknown_namespace(stack, capsys):
-    code, doc = cli_json(capsys, "migrate-consumer", "-n", "nowhere")
+    code, doc = cli_json(capsys, "migrate-consumer", "--phase", "3", "-n", "nowhere")
     assert code == 1 and "nowhere" in doc["error"]
 
 
 def test_verify_compares_old_and_new_vectors_from_inside_the_namespace(stack, capsys):
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
-    code, doc = cli_json(capsys, "migrate-consumer", "verify")
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
+    code, doc = cli_json(capsys, "migrate-consumer", "verify", "--phase", "3")
     assert code == 0, doc
     checks = checks_by_name(doc)
     assert checks["new endpoint"]["value"].startswith("dim 1024")
@@ -173,22 +186,22 @@ def test_verify_compares_old_and_new_vectors_from_inside_the_namespace(stack, ca
 
 def test_verify_fails_on_a_dimension_mismatch(stack, capsys):
     stack.consumer_ollama.dim = 768
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
-    code, doc = cli_json(capsys, "migrate-consumer", "verify")
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
+    code, doc = cli_json(capsys, "migrate-consumer", "verify", "--phase", "3")
     assert code == 1
     assert checks_by_name(doc)["dimension"]["value"] == "1024 vs 768"
 
 
 def test_verify_fails_when_the_new_endpoint_is_blocked(stack, capsys):
     stack.cluster.blocked.add(("jarvis-cortex", "synapse.llm-infra.svc.cluster.local:11434"))
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
-    code, doc = cli_json(capsys, "migrate-consumer", "verify")
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
+    code, doc = cli_json(capsys, "migrate-consumer", "verify", "--phase", "3")
     assert code == 1
     assert "timed out" in checks_by_name(doc)["new endpoint"]["value"]
 
 
 def test_rollback_restores_the_recorded_values(stack, capsys):
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
     code, doc = cli_json(capsys, "migrate-consumer", "rollback", "--yes")
     assert code == 0, doc
     obj = cm(stack)
@@ -210,7 +223,7 @@ def test_decommission_refuses_before_migration(stack, capsys):
 
 
 def test_decommission_scales_to_zero_and_deletes_only_when_asked(stack, capsys):
-    assert cli_json(capsys, "migrate-consumer", "apply", "--yes")[0] == 0
+    assert cli_json(capsys, "migrate-consumer", "apply", "--phase", "3", "--yes")[0] == 0
     code, doc = cli_json(capsys, "migrate-consumer", "decommission", "--yes")
     assert code == 0, doc
     d = dep(stack, "ollama")
@@ -228,7 +241,7 @@ def test_unreachable_api_server(action, capsys, monkeypatch, tmp_path):
     from tests.ops.fakekube import write_kubeconfig
 
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9"))
-    code, doc = cli_json(capsys, "migrate-consumer", action, "--yes")
+    code, doc = cli_json(capsys, "migrate-consumer", action, "--phase", "3", "--yes")
     assert code == 3 and "Kubernetes API" in doc["error"]
 
 
@@ -249,8 +262,8 @@ def test_context_flag_picks_the_cluster(stack, capsys, tmp_path, monkeypatch):
     }
     path = tmp_path / "two-contexts"
     path.write_text(yaml.safe_dump(doc))
-    assert cli_json(capsys, "migrate-consumer", "--kubeconfig", str(path))[0] == 3
+    assert cli_json(capsys, "migrate-consumer", "--phase", "3", "--kubeconfig", str(path))[0] == 3
     code, doc = cli_json(
-        capsys, "migrate-consumer", "--kubeconfig", str(path), "--context", "forge"
+        capsys, "migrate-consumer", "--phase", "3", "--kubeconfig", str(path), "--context", "forge"
     )
     assert code == 0, doc

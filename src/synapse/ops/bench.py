@@ -537,8 +537,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--url", default="http://127.0.0.1:8000", help="gateway base URL")
     p.add_argument("--key", help="gateway API key (default: $SYNAPSE_MASTER_KEY)")
-    p.add_argument("--embed-model", default="mxbai-embed-large")
-    p.add_argument("--chat-model", default="llama3.1-8b")
+    p.add_argument(
+        "--embed-model", default="mxbai-embed-large", help="embedding model group at the gateway"
+    )
+    p.add_argument("--chat-model", default="llama3.1-8b", help="chat model group at the gateway")
     p.add_argument(
         "--direct-embed-url", help="backend's OpenAI base URL, e.g. http://ollama:11434/v1"
     )
@@ -548,19 +550,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--direct-key", help="API key for the direct backends, if they need one")
     p.add_argument("-n", "--requests", type=int, default=50, help="single-text embedding requests")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured requests first")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per batch request")
+    p.add_argument("--batches", type=int, default=10, help="batch embedding requests")
     p.add_argument("--concurrency", type=int, default=4, help="batches in flight at once")
-    p.add_argument("--chat-requests", type=int, default=5)
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--text", default=DEFAULT_TEXT)
-    p.add_argument("--prompt", default=DEFAULT_PROMPT)
-    p.add_argument("--skip-embed", action="store_true")
-    p.add_argument("--skip-chat", action="store_true")
+    p.add_argument(
+        "--chat-requests", type=int, default=5, help="streamed chat requests (TTFT, tokens/s)"
+    )
+    p.add_argument("--max-tokens", type=int, default=128, help="tokens per chat answer")
+    p.add_argument("--text", default=DEFAULT_TEXT, help="text embedded by every request")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message of the chat requests")
+    p.add_argument("--skip-embed", action="store_true", help="no embedding measurements")
+    p.add_argument("--skip-chat", action="store_true", help="no chat measurements")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
-    p.add_argument("--embed-limit-ms", type=float, default=EMBED_LIMIT_MS)
-    p.add_argument("--min-tokens-per-s", type=float, default=MIN_TOKENS_PER_S)
-    p.add_argument("--max-overhead-ms", type=float, default=MAX_OVERHEAD_MS)
+    p.add_argument(
+        "--embed-limit-ms",
+        type=float,
+        default=EMBED_LIMIT_MS,
+        help="pass mark: single-embedding p50 below this (the plan's %(default)g ms)",
+    )
+    p.add_argument(
+        "--min-tokens-per-s",
+        type=float,
+        default=MIN_TOKENS_PER_S,
+        help="pass mark: chat tokens/s above this (the plan's %(default)g)",
+    )
+    p.add_argument(
+        "--max-overhead-ms",
+        type=float,
+        default=MAX_OVERHEAD_MS,
+        help="pass mark: gateway p50 minus direct p50 below this (the plan's %(default)g ms)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--samples", action="store_true", help="include raw samples in --json")
     p.add_argument("--plot", metavar="PNG", help="write a latency plot (needs .[bench])")

@@ -31,6 +31,13 @@ def add_gateway_args(p: argparse.ArgumentParser) -> None:
         "--master-key",
         help="gateway master key (default: $SYNAPSE_MASTER_KEY, else Secret synapse-master-key)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="the gateway's metrics port (synapse_settings.metrics_port): /metrics is served "
+        "only there, never on the API ports (default 9090)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -116,7 +123,7 @@ def gateway_checks(
         except OpsError as exc:
             checks.append(failed("gateway /health", "unreachable", str(exc)))
     try:
-        metrics = probes.scrape(gw)
+        metrics = probes.scrape(eps.for_url(probes.gateway_metrics_url(args.metrics_port)))
     except OpsError as exc:
         return [*checks, failed("gateway metrics", "unreachable", str(exc))]
     deployed = set(probes.upto(probes.PHASE_APPS, args.phase))

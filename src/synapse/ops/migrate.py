@@ -1,13 +1,18 @@
 """`synapse migrate-consumer`: move an Ollama consumer onto Synapse (the build plan's
-Consumer Migration Plan, steps 1-5; replaces scripts/migrate-consumer.sh).
+Consumer Migration Plan, steps 1-5; replaces scripts/migrate-consumer.sh), in the plan's two
+steps: `--phase 1` points it at the shared Ollama (ollama.llm-infra:11434) so its own Ollama can
+give the GPU back before vLLM (risk R2); `--phase 3` points it at the gateway (synapse:11434).
 
-  plan          (default) the exact changes, and the pre-checks: every model the consumer's
-                own Ollama has (/api/tags) is served by Synapse
-  apply         record the previous values in an annotation on the ConfigMap, patch it,
-                restart the consumer's Deployments (`kubectl rollout restart`) and wait
+  plan          (default) the exact changes, and the pre-checks: every model the endpoint in
+                use has (/api/tags) is served by the new one
+  apply         append the replaced values to a history annotation on the ConfigMap, patch it,
+                restart the Deployments that read the ConfigMap (`kubectl rollout restart`)
+                and wait
   verify        an embedding from inside the consumer's namespace through the new endpoint,
-                its dimension (and direction) compared with the old endpoint's
-  rollback      restore the recorded values and restart
+                its dimension (and direction) compared with the old endpoint's; fails while
+                the ConfigMap does not point at the phase's endpoint
+  rollback      undo the last step (phase 3 → back on the shared Ollama), refusing to restore
+                an endpoint that no longer answers (a decommissioned Ollama)
   decommission  scale the consumer's own Ollama to 0 (deleted only with --delete)
 """
 
@@ -39,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="?", default="plan", choices=ACTIONS)
+    p.add_argument(
+        "--phase",
+        type=int,
+        choices=sorted(m.PHASE_TARGETS),
+        help="the plan's step: 1 = the shared Ollama, 3 = the gateway (plan, apply, verify)",
+    )
     p.add_argument("-n", "--namespace", default=m.DEFAULT_NAMESPACE, help="consumer namespace")
     p.add_argument(
         "--configmap",
@@ -56,9 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         dest="deployments",
         metavar="NAME",
-        help=f"Deployment to restart (repeatable; default {', '.join(m.DEFAULT_DEPLOYMENTS)})",
+        help="Deployment to restart (repeatable; default: every one that reads the ConfigMap)",
     )
-    p.add_argument("--target", default=m.DEFAULT_TARGET, help="new Ollama URL (the gateway's)")
+    p.add_argument(
+        "--target",
+        help=f"new Ollama URL (default by --phase: 1 → {m.PHASE_TARGETS[1]}, "
+        f"3 → {m.PHASE_TARGETS[3]})",
+    )
     p.add_argument(
         "--consumer-ollama",
         help="the consumer's own Ollama URL (default: the recorded or current ConfigMap value)",
@@ -70,7 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ollama-deployment", default="ollama", help="the consumer's own Ollama")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--force", action="store_true", help="apply even when a pre-check fails")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="apply even when a pre-check fails; roll back to an endpoint that does not answer",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="rollout wait, seconds")
     p.add_argument("--model", default="mxbai-embed-large", help="embedding model for verify")
     p.add_argument("--prompt", default="synapse migration check", help="text embedded by verify")
@@ -130,10 +149,17 @@ class Plan:
 def run(args: argparse.Namespace) -> int:
     from synapse.ops.endpoints import Endpoints
     from synapse.ops.kube import Kube
-    from synapse.ops.migration import DEFAULT_DEPLOYMENTS, DEFAULT_KEYS
+    from synapse.ops.migration import DEFAULT_KEYS, PHASE_TARGETS
+    from synapse.ops.output import OpsError
 
     args.keys = args.keys or list(DEFAULT_KEYS)
-    args.deployments = args.deployments or list(DEFAULT_DEPLOYMENTS)
+    if args.target is None and args.phase is not None:
+        args.target = PHASE_TARGETS[args.phase]
+    if args.target is None and args.action in ("plan", "apply", "verify"):
+        raise OpsError(
+            "which step? --phase 1 (the shared Ollama, before vLLM takes the GPU) or --phase 3 "
+            "(the gateway), or --target URL"
+        )
     kube = Kube.connect(args.kubeconfig, args.context)
     with Endpoints(lambda: kube, default_namespace=args.namespace) as eps:
         handler = {
@@ -150,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_snapshot(args: argparse.Namespace, kube: Kube) -> Snapshot:
+    from lightkube.resources.apps_v1 import Deployment
     from lightkube.resources.core_v1 import ConfigMap, Namespace
 
-    from synapse.ops.migration import choose_configmap
+    from synapse.ops.migration import ANNOTATION, choose_configmap, parse_history, reads_configmap
     from synapse.ops.output import OpsError
 
     ns = args.namespace
@@ -164,24 +191,34 @@ def read_snapshot(args: argparse.Namespace, kube: Kube) -> Snapshot:
     if cm is None:
         raise OpsError(f"ConfigMap {ns}/{name} not found")
     deployments: dict[str, int | None] = {}
-    for dep_name in args.deployments:
-        dep = kube.deployment(ns, dep_name)
-        deployments[dep_name] = None if dep is None else (dep.spec.replicas or 0)
+    if args.deployments:
+        for dep_name in args.deployments:
+            dep = kube.deployment(ns, dep_name)
+            deployments[dep_name] = None if dep is None else (dep.spec.replicas or 0)
+    else:  # the ones that read the ConfigMap: a restart is what makes them see the new values
+        for dep in kube.list(Deployment, ns):
+            if dep.spec and reads_configmap(dep.spec.template.to_dict().get("spec") or {}, name):
+                deployments[dep.metadata.name] = dep.spec.replicas or 0
+    annotations = dict(cm.metadata.annotations or {})
+    target = args.target
+    if target is None:  # rollback, decommission: the step last applied
+        history = parse_history(annotations.get(ANNOTATION))
+        target = history[-1].target if history else ""
     return Snapshot(
         namespace=ns,
         configmap=name,
         resource_version=cm.metadata.resourceVersion or "",
         data=dict(cm.data or {}),
-        annotations=dict(cm.metadata.annotations or {}),
+        annotations=annotations,
         deployments=deployments,
         keys=list(args.keys),
-        target=args.target,
+        target=target,
     )
 
 
 def build_plan(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> Plan:
     """Read everything and run the pre-checks (plan's step 1: same models on Synapse)."""
-    from synapse.ops.migration import ANNOTATION, consumer_ollama_url, model_rows, parse_record
+    from synapse.ops.migration import ANNOTATION, consumer_ollama_url, model_rows, parse_history
     from synapse.ops.models import missing, tag_names
     from synapse.ops.output import OpsError, failed, passed, verdict
 
@@ -191,10 +228,16 @@ def build_plan(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> Plan:
     checks.append(passed("configmap", f"{snap.namespace}/{snap.configmap}"))
     if ANNOTATION in snap.annotations:
         try:
-            parse_record(snap.annotations[ANNOTATION])
-            checks.append(passed("rollback record", "present", ANNOTATION))
+            steps = parse_history(snap.annotations[ANNOTATION])
+            checks.append(passed("rollback record", f"{len(steps)} steps", ANNOTATION))
         except OpsError as exc:
             checks.append(failed("rollback record", "unreadable", str(exc)))
+    if not snap.deployments:
+        checks.append(
+            failed(
+                "deployments", "none", f"no Deployment in {snap.namespace} reads {snap.configmap}"
+            )
+        )
     for name, replicas in snap.deployments.items():
         checks.append(
             verdict(
@@ -219,9 +262,9 @@ def build_plan(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> Plan:
     gateway = eps.for_url(snap.target)
     try:
         served = tag_names(gateway.get_json("/api/tags"))
-        checks.append(passed("Synapse (target)", f"{len(served)} models", snap.target))
+        checks.append(passed("target", f"{len(served)} models", snap.target))
     except OpsError as exc:
-        checks.append(failed("Synapse (target)", "unreachable", str(exc)))
+        checks.append(failed("target", "unreachable", str(exc)))
         return plan
     shown = {}
     for name in missing(consumer_models, served):
@@ -356,7 +399,12 @@ def do_apply(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> int:
 
     def make_patch(cm: Any) -> dict[str, Any] | None:
         return apply_patch(
-            dict(cm.data or {}), dict(cm.metadata.annotations or {}), snap.keys, snap.target, at=at
+            dict(cm.data or {}),
+            dict(cm.metadata.annotations or {}),
+            snap.keys,
+            snap.target,
+            at=at,
+            phase=args.phase,
         )
 
     before, after = kube.update_with_retry(ConfigMap, snap.configmap, snap.namespace, make_patch)
@@ -505,11 +553,22 @@ def do_verify(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> int:
 def do_rollback(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> int:
     from lightkube.resources.core_v1 import ConfigMap
 
-    from synapse.ops.migration import ANNOTATION, parse_record, rollback_patch
-    from synapse.ops.output import passed
+    from synapse.ops.migration import last_record, rollback_patch
+    from synapse.ops.models import tag_names
+    from synapse.ops.output import OpsError, passed
 
     snap = read_snapshot(args, kube)
-    values = parse_record(snap.annotations.get(ANNOTATION))
+    values = last_record(snap.annotations).values
+    back_to = next((v for k in snap.keys if (v := values.get(k))), None)
+    if back_to:  # never cut the consumer off: a decommissioned Ollama answers nothing
+        try:
+            tag_names(eps.for_url(back_to).get_json("/api/tags"))
+        except OpsError as exc:
+            if not args.force:
+                raise OpsError(
+                    f"refusing to roll back to {back_to}: it does not answer ({exc}). Was it "
+                    "decommissioned? Bring it back first, or --force"
+                ) from exc
     if not args.json:
         from synapse.ops.output import console
 
@@ -544,9 +603,10 @@ def do_decommission(args: argparse.Namespace, kube: Kube, eps: Endpoints) -> int
     from synapse.ops.output import OpsError, passed
 
     snap = read_snapshot(args, kube)
-    if not snap.migrated and not args.force:
+    if (not snap.target or not snap.migrated) and not args.force:
+        where = snap.target or "Synapse's Ollama or the gateway"
         raise OpsError(
-            f"{snap.namespace}/{snap.configmap} does not point at {snap.target} yet: "
+            f"{snap.namespace}/{snap.configmap} does not point at {where} yet: "
             "apply and verify first (--force to decommission anyway)"
         )
     ns, name = snap.namespace, args.ollama_deployment

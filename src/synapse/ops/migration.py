@@ -1,8 +1,10 @@
 """Consumer migration decisions, free of I/O: which ConfigMap, which keys change to what,
 what to record for rollback, and whether Synapse serves every model the consumer uses.
 
-The build plan's Consumer Migration Plan, steps 1-5, for ai-memory-system in jarvis-cortex.
-Its step 2 (an ExternalName alias) is not needed: the ConfigMap points at the gateway's FQDN.
+The build plan's Consumer Migration Plan, steps 1-5, for ai-memory-system in jarvis-cortex, in
+its two steps (phase 1: the shared Ollama; phase 3: the gateway), each recorded in a history on
+the ConfigMap so rollback undoes one step at a time. Its step 2 (an ExternalName alias) is not
+needed: the ConfigMap points at FQDNs.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ REPLICAS_ANNOTATION = "synapse.arunlabs.com/previous-replicas"
 DEFAULT_NAMESPACE = "jarvis-cortex"
 DEFAULT_CONFIGMAP = "ai-memory-config"
 DEFAULT_KEYS = ("OLLAMA_BASE_URL", "OLLAMA_URL")
-DEFAULT_DEPLOYMENTS = ("indexer", "extractor", "query", "graph-builder")
 DEFAULT_TARGET = "http://synapse.llm-infra.svc.cluster.local:11434"
 DEFAULT_CONSUMER_OLLAMA = "http://ollama:11434"
 DEFAULT_SYNAPSE_OLLAMA = "http://ollama.llm-infra.svc.cluster.local:11434"
+# The plan's two steps: phase 1 moves the consumer onto the shared CPU Ollama (so its own,
+# GPU-holding Ollama can go before vLLM needs the GPU, risk R2); phase 3 onto the gateway.
+PHASE_TARGETS = {1: DEFAULT_SYNAPSE_OLLAMA, 3: DEFAULT_TARGET}
 
 
 @dataclass(frozen=True)
@@ -62,37 +66,62 @@ def plan_changes(data: Mapping[str, str], keys: Sequence[str], target: str) -> l
     return [KeyChange(k, data.get(k), target) for k in keys]
 
 
-def previous_record(
-    changes: Sequence[KeyChange], existing: str | None, *, target: str, at: str
-) -> str | None:
-    """The annotation value to write, or None to keep the existing one.
+@dataclass(frozen=True)
+class Record:
+    """One migration step: the values it replaced, where it pointed them, when."""
 
-    Only the first migration records: re-running apply must never record the target as the
-    "previous" value, or rollback would restore nothing.
-    """
-    if existing:
-        parse_record(existing)  # refuse to overwrite a record we cannot read
-        return None
-    record = {"values": {c.key: c.old for c in changes}, "target": target, "recordedAt": at}
-    return json.dumps(record, sort_keys=True)
+    values: dict[str, str | None]
+    target: str
+    at: str
+    phase: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"values": self.values, "target": self.target, "recordedAt": self.at} | (
+            {"phase": self.phase} if self.phase is not None else {}
+        )
 
 
-def parse_record(raw: str | None) -> dict[str, str | None]:
-    """The recorded previous values (None for a key that did not exist)."""
+def parse_history(raw: str | None) -> list[Record]:
+    """The recorded steps, oldest first (a record of the single-step format counts as one)."""
     if not raw:
-        raise OpsError(f"no {ANNOTATION} annotation: nothing recorded to roll back to")
+        return []
     try:
         doc = json.loads(raw)
-        values = doc["values"]
-        if not isinstance(values, dict) or not all(
-            isinstance(v, str | None) for v in values.values()
-        ):
-            raise TypeError
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        records = [_record(e) for e in doc.get("history", [doc])]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         raise OpsError(
             f"annotation {ANNOTATION} is not a record this tool wrote: {raw[:200]}"
         ) from exc
-    return {str(k): v for k, v in values.items()}
+    return records
+
+
+def _record(entry: Any) -> Record:
+    values = entry["values"]
+    if not isinstance(values, dict) or not all(isinstance(v, str | None) for v in values.values()):
+        raise TypeError("values")
+    phase = entry.get("phase")
+    if phase is not None and not isinstance(phase, int):
+        raise TypeError("phase")
+    return Record(
+        {str(k): v for k, v in values.items()},
+        str(entry.get("target", "")),
+        str(entry.get("recordedAt", "")),
+        phase,
+    )
+
+
+def dump_history(records: Sequence[Record]) -> str | None:
+    """The annotation value; None (delete it) once nothing is left to roll back."""
+    if not records:
+        return None
+    return json.dumps({"history": [r.as_json() for r in records]}, sort_keys=True)
+
+
+def last_record(annotations: Mapping[str, str]) -> Record:
+    history = parse_history(annotations.get(ANNOTATION))
+    if not history:
+        raise OpsError(f"no {ANNOTATION} annotation: nothing recorded to roll back to")
+    return history[-1]
 
 
 def apply_patch(
@@ -102,28 +131,37 @@ def apply_patch(
     target: str,
     *,
     at: str,
+    phase: int | None = None,
 ) -> dict[str, Any] | None:
-    """The merge patch that migrates the ConfigMap, or None when it already points at Synapse."""
+    """The merge patch that moves the ConfigMap to `target`, or None when it points there.
+
+    Every step is appended to the history, so rollback returns to the value the step replaced
+    (phase 3's rollback lands on phase 1's shared Ollama, not on a decommissioned one).
+    """
     changes = plan_changes(data, keys, target)
     if not any(c.changed for c in changes):
         return None
-    patch: dict[str, Any] = {"data": {c.key: c.new for c in changes if c.changed}}
-    record = previous_record(changes, annotations.get(ANNOTATION), target=target, at=at)
-    if record is not None:
-        patch["metadata"] = {"annotations": {ANNOTATION: record}}
-    return patch
+    history = parse_history(annotations.get(ANNOTATION))  # refuses a record it cannot read
+    history.append(Record({c.key: c.old for c in changes}, target, at, phase))
+    return {
+        "data": {c.key: c.new for c in changes if c.changed},
+        "metadata": {"annotations": {ANNOTATION: dump_history(history)}},
+    }
 
 
 def rollback_patch(data: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
-    """Restore the recorded values (deleting keys that did not exist) and drop the record."""
-    values = parse_record(annotations.get(ANNOTATION))
+    """Undo the last step: restore the values it replaced (deleting keys that did not exist)
+    and drop it from the history."""
+    history = parse_history(annotations.get(ANNOTATION))
+    if not history:
+        raise OpsError(f"no {ANNOTATION} annotation: nothing recorded to roll back to")
     restore: dict[str, str | None] = {}
-    for key, old in values.items():
+    for key, old in history[-1].values.items():
         if old is None and key in data:
             restore[key] = None
         elif old is not None and data.get(key) != old:
             restore[key] = old
-    patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: None}}}
+    patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION: dump_history(history[:-1])}}}
     if restore:
         patch["data"] = restore
     return patch
@@ -136,18 +174,40 @@ def consumer_ollama_url(
     target: str,
     fallback: str = DEFAULT_CONSUMER_OLLAMA,
 ) -> str:
-    """The consumer's own Ollama: recorded before migration, else the current value."""
-    raw = annotations.get(ANNOTATION)
-    if raw:
-        for key in keys:
-            old = parse_record(raw).get(key)
-            if old:
-                return old
+    """The endpoint the consumer uses before this step: its current value when that is not the
+    target yet, else what the last recorded step replaced."""
     for key in keys:
         value = data.get(key)
         if value and value.rstrip("/") != target.rstrip("/"):
             return value
+    history = parse_history(annotations.get(ANNOTATION))
+    for record in reversed(history):
+        if record.target and record.target.rstrip("/") != target.rstrip("/"):
+            continue
+        for key in keys:
+            old = record.values.get(key)
+            if old:
+                return old
     return fallback
+
+
+def reads_configmap(pod_spec: Mapping[str, Any], name: str) -> bool:
+    """Whether a pod template reads ConfigMap `name` (envFrom, env valueFrom, volumes), so that
+    a restart picks up its new values."""
+    for container in [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]:
+        for source in container.get("envFrom") or []:
+            if (source.get("configMapRef") or {}).get("name") == name:
+                return True
+        for env in container.get("env") or []:
+            if ((env.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name") == name:
+                return True
+    for volume in pod_spec.get("volumes") or []:
+        if (volume.get("configMap") or {}).get("name") == name:
+            return True
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("configMap") or {}).get("name") == name:
+                return True
+    return False
 
 
 def migrated(data: Mapping[str, str], keys: Sequence[str], target: str) -> bool:

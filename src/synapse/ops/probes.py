@@ -21,6 +21,9 @@ NAMESPACE = "llm-infra"
 MASTER_KEY_SECRET = ("synapse-master-key", "master-key")
 GATEWAY_URL = "http://synapse.llm-infra.svc.cluster.local:8000"
 GATEWAY_OLLAMA_URL = "http://synapse.llm-infra.svc.cluster.local:11434"
+# The gateway serves /metrics only on its own port (synapse_settings.metrics_port).
+METRICS_PORT = 9090
+PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
 OLLAMA_URL = "http://ollama.llm-infra.svc.cluster.local:11434"
 VLLM_URL = "http://vllm-inference.llm-infra.svc.cluster.local:8001"
 STT_URL = "http://speaches-stt.llm-infra.svc.cluster.local:8000"
@@ -144,6 +147,10 @@ def median_ms(samples: Iterable[float]) -> float:
 
 
 # -- the gateway's metrics --------------------------------------------------------------------
+
+
+def gateway_metrics_url(port: int) -> str:
+    return f"http://synapse.{NAMESPACE}.svc.cluster.local:{port}"
 
 
 def scrape(ep: Endpoint) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

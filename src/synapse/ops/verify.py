@@ -36,7 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--phase", type=int, choices=range(1, 6), required=True)
+    p.add_argument(
+        "--phase",
+        type=int,
+        choices=range(1, 6),
+        required=True,
+        help="the build plan's phase whose success criteria to check: 1 CPU Ollama, 2 vLLM on "
+        "the GPU, 3 the gateway, 4 speech, 5 security and monitoring",
+    )
+    p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="only the checks to pass BEFORE deploying the phase (phase 2: a free nvidia.com/gpu "
+        "and RuntimeClass nvidia, risk R2)",
+    )
     p.add_argument(
         "--disruptive",
         action="store_true",
@@ -51,9 +64,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1800.0,
         help="wait for a restored Deployment to be ready again, seconds (vLLM loads slowly)",
     )
-    p.add_argument("--consumer-namespace", default="jarvis-cortex")
+    p.add_argument(
+        "--consumer-namespace",
+        default="jarvis-cortex",
+        help="phase 5: the namespace whose pods must still reach the gateway",
+    )
     p.add_argument("--outside-namespace", default="default", help="a namespace with no access")
     p.add_argument("--ingress-url", help="default: https://<host of the namespace's Ingress>")
+    p.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="phase 5: Prometheus's HTTP API, read for loaded rules and scraped targets "
+        "(default: kube-prometheus-stack's Service in namespace monitoring)",
+    )
     p.add_argument("--curl-image", default=None, help="image of the in-cluster probe pods")
     add_common_args(p)
     p.set_defaults(func=lambda args: run_command(args, run))
@@ -104,25 +127,31 @@ def run(args: argparse.Namespace) -> int:
     from synapse.ops.endpoints import Endpoints
     from synapse.ops.kube import Kube
     from synapse.ops.models import routing_or_none
-    from synapse.ops.output import Check, guarded, render_checks
+    from synapse.ops.output import Check, OpsError, guarded, render_checks
 
+    steps = PHASES[args.phase]
+    if args.preflight:
+        if args.phase not in PREFLIGHT:
+            raise OpsError(f"phase {args.phase} has no pre-flight checks (phase 2 has)")
+        steps = PREFLIGHT[args.phase]
     routing = routing_or_none(args.config)
     kube = Kube.connect(args.kubeconfig, args.context)
     checks: list[Check] = []
     with Endpoints(lambda: kube, default_namespace=args.namespace) as eps:
         ctx = Ctx(args, kube, eps, routing)
-        for name, step, disruptive in PHASES[args.phase]:
+        for name, step, disruptive in steps:
             if disruptive and not args.disruptive:
                 checks.append(
                     Check(name, "skip", "", "disturbs the cluster: run with --disruptive")
                 )
                 continue
             checks += guarded(name, lambda step=step: step(ctx))
+    title = f"{'pre-flight' if args.preflight else 'verify'} phase {args.phase}"
     return render_checks(
-        f"verify phase {args.phase}",
+        title,
         checks,
         as_json=args.json,
-        extra={"phase": args.phase, "disruptive": args.disruptive},
+        extra={"phase": args.phase, "disruptive": args.disruptive, "preflight": args.preflight},
     )
 
 
@@ -139,6 +168,12 @@ def p1_pvc(ctx: Ctx) -> list[Check]:
     from synapse.ops.probes import pvc_checks
 
     return pvc_checks(ctx.kube, ctx.ns, ["ollama-models"])
+
+
+def p1_disk(ctx: Ctx) -> Check:
+    from synapse.ops.preflight import disk_fits
+
+    return disk_fits(ctx.kube, ctx.ns)
 
 
 def p1_models(ctx: Ctx) -> list[Check]:
@@ -307,28 +342,125 @@ def p2_tokens(ctx: Ctx) -> Check:
     )
 
 
+def p2_preflight_runtime(ctx: Ctx) -> Check:
+    from synapse.ops.preflight import runtime_class
+
+    return runtime_class(ctx.kube)
+
+
+def p2_preflight_gpu(ctx: Ctx) -> Check:
+    from synapse.ops.preflight import gpu_free
+
+    return gpu_free(ctx.kube)
+
+
+def p2_tools(ctx: Ctx) -> Check:
+    """Consumers send `tools` with tool_choice "auto": vLLM answers 400 unless it runs with
+    --enable-auto-tool-choice and --tool-call-parser."""
+    from synapse.ops.output import verdict
+    from synapse.ops.probes import VLLM_URL, timed
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    body = {
+        "model": _vllm_model(ctx),
+        "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}],
+        "tools": [tool],
+        "tool_choice": "auto",
+        "max_tokens": 64,
+    }
+    r = timed(ctx.ep(VLLM_URL), "POST", "/v1/chat/completions", json_body=body, timeout=120.0)
+    if r.status != 200:
+        error = r.body.get("error") if isinstance(r.body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else r.text[:200]
+        return verdict(
+            "tool call (tool_choice auto)",
+            False,
+            f"HTTP {r.status}",
+            f"{message}; vLLM needs --enable-auto-tool-choice --tool-call-parser=llama3_json",
+        )
+    try:
+        calls = r.body["choices"][0]["message"].get("tool_calls") or []
+    except (KeyError, IndexError, TypeError, AttributeError):
+        calls = []
+    names = ", ".join(str(c.get("function", {}).get("name")) for c in calls)
+    return verdict(
+        "tool call (tool_choice auto)",
+        True,
+        "HTTP 200",
+        f"tool_calls: {names}" if calls else "accepted; the model answered in text this time",
+    )
+
+
+def _gpu_memory_utilization(ctx: Ctx) -> float:
+    """vLLM's --gpu-memory-utilization from its Deployment (vLLM's default 0.9 when unset)."""
+    dep = ctx.kube.deployment(ctx.ns, "vllm-inference")
+    containers = dep.spec.template.spec.containers if dep and dep.spec.template.spec else []
+    args = [a for c in containers for a in [*(c.command or []), *(c.args or [])]]
+    for i, arg in enumerate(args):
+        if arg.startswith("--gpu-memory-utilization="):
+            return float(arg.split("=", 1)[1])
+        if arg == "--gpu-memory-utilization" and i + 1 < len(args):
+            return float(args[i + 1])
+    return 0.9
+
+
+# The CUDA context and driver reservations sit outside vLLM's budget.
+VRAM_SLACK_GIB = 1.0
+NOMINAL_VRAM_GIB = 32607 / 1024  # an RTX 5090, when the exporter does not report free memory
+
+
 def p2_vram(ctx: Ctx) -> Check:
-    """GPU memory from a DCGM exporter when one runs (nvidia-smi is not reachable via the API)."""
+    """GPU memory from a DCGM exporter (nvidia-smi is not reachable via the API), in GiB against
+    the plan's budget: the card's total times vLLM's --gpu-memory-utilization."""
     from lightkube.resources.core_v1 import Service
 
+    from synapse.ops.endpoints import ServiceRef
     from synapse.ops.output import Check, verdict
     from synapse.ops.probes import scrape, series
 
+    name = "GPU VRAM within budget"
     exporters = [s for s in ctx.kube.list(Service, "*") if "dcgm" in (s.metadata.name or "")]
     if not exporters:
-        return Check("GPU VRAM < 28GB", "skip", "no exporter", "no dcgm-exporter Service found")
+        return Check(name, "skip", "no exporter", "no dcgm-exporter Service found")
     svc = exporters[0]
     port = svc.spec.ports[0].port if svc.spec and svc.spec.ports else 9400
-    from synapse.ops.endpoints import ServiceRef
-
     ep = ctx.eps.for_service(
         ServiceRef(svc.metadata.namespace or "", svc.metadata.name or "", port)
     )
-    used = [v for _, v in series(scrape(ep), "DCGM_FI_DEV_FB_USED")]
+    metrics = scrape(ep)
+    used = [v for _, v in series(metrics, "DCGM_FI_DEV_FB_USED")]
     if not used:
-        return Check("GPU VRAM < 28GB", "skip", "no series", "DCGM_FI_DEV_FB_USED not exported")
-    mib = max(used)
-    return verdict("GPU VRAM < 28GB", mib * 1024**2 < 28e9, f"{mib / 1024:.1f} GiB", ep.label)
+        return Check(name, "skip", "no series", "DCGM_FI_DEV_FB_USED not exported")
+    free = [v for _, v in series(metrics, "DCGM_FI_DEV_FB_FREE")]
+    reserved = [v for _, v in series(metrics, "DCGM_FI_DEV_FB_RESERVED")]
+    used_gib = max(used) / 1024
+    total_gib = (
+        (max(used) + max(free) + (max(reserved) if reserved else 0)) / 1024
+        if free
+        else NOMINAL_VRAM_GIB
+    )
+    util = _gpu_memory_utilization(ctx)
+    budget = total_gib * util
+    return verdict(
+        name,
+        used_gib <= budget + VRAM_SLACK_GIB,
+        f"{used_gib:.1f} GiB",
+        f"budget {util:g} x {total_gib:.1f} GiB = {budget:.1f} GiB (+{VRAM_SLACK_GIB:g} GiB for "
+        f"the CUDA context); {ep.label}",
+        used_gib=used_gib,
+        budget_gib=budget,
+    )
 
 
 def p2_restart(ctx: Ctx) -> Check:
@@ -432,7 +564,8 @@ def p3_embedding(ctx: Ctx) -> Check:
 
 
 def gateway_metrics(ctx: Ctx) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every gateway replica's /metrics summed (a request lands on any one of them)."""
+    """Every gateway replica's /metrics (on its metrics port) summed: a request lands on any
+    one of them."""
     from synapse.ops.kube import pod_ready
     from synapse.ops.probes import scrape
 
@@ -440,7 +573,8 @@ def gateway_metrics(ctx: Ctx) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     for pod in ctx.kube.list_pods(ctx.ns, {"app": "synapse"}):
         if not pod_ready(pod):
             continue
-        for k, v in scrape(ctx.eps.for_pod(ctx.ns, pod.metadata.name, 8000)).items():
+        metrics = scrape(ctx.eps.for_pod(ctx.ns, pod.metadata.name, ctx.args.metrics_port))
+        for k, v in metrics.items():
             merged[k] = merged.get(k, 0.0) + v
     return merged
 
@@ -756,6 +890,41 @@ def p5_ingress(ctx: Ctx) -> Check:
     return http_check("ingress works", ctx.ep(url), "/health/readiness")
 
 
+def _prometheus(ctx: Ctx) -> Endpoint:
+    from synapse.ops.probes import PROMETHEUS_URL
+
+    return ctx.ep(ctx.args.prometheus_url or PROMETHEUS_URL)
+
+
+def _rule_alerts(ctx: Ctx) -> list[str]:
+    from lightkube.generic_resource import create_namespaced_resource
+
+    rule = create_namespaced_resource(
+        "monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules", verbs=["get", "list"]
+    )
+    obj = ctx.kube.get(rule, "synapse-alerts", ctx.ns)
+    if obj is None:
+        return []
+    return [
+        str(r["alert"])
+        for g in obj.get("spec", {}).get("groups", [])
+        for r in g.get("rules", [])
+        if r.get("alert")
+    ]
+
+
+def p5_prometheus_rules(ctx: Ctx) -> Check:
+    from synapse.ops.prometheus import rules_check
+
+    return rules_check(_prometheus(ctx), _rule_alerts(ctx))
+
+
+def p5_prometheus_targets(ctx: Ctx) -> Check:
+    from synapse.ops.prometheus import targets_check
+
+    return targets_check(_prometheus(ctx), "synapse", ctx.ns)
+
+
 def p5_alerts(ctx: Ctx) -> Check:
     from lightkube.generic_resource import create_namespaced_resource
 
@@ -781,6 +950,7 @@ PHASES: dict[int, list[tuple[str, Step, bool]]] = {
     1: [
         ("pods ollama", p1_pods, False),
         ("pvc ollama-models", p1_pvc, False),
+        ("PVCs fit the disk", p1_disk, False),
         ("models present", p1_models, False),
         ("embedding works", p1_embedding, False),
         ("embedding latency < 100ms", p1_embedding_latency, False),
@@ -788,12 +958,15 @@ PHASES: dict[int, list[tuple[str, Step, bool]]] = {
         ("memory ollama < 64Gi", p1_memory, False),
     ],
     2: [
+        ("RuntimeClass nvidia", p2_preflight_runtime, False),
+        ("nvidia.com/gpu free for vLLM", p2_preflight_gpu, False),
         ("pods vllm-inference", p2_pods, False),
         ("pvc vllm-model-cache", p2_pvc, False),
         ("GPU allocated", p2_gpu, False),
         ("chat completion works", p2_chat, False),
+        ("tool call (tool_choice auto)", p2_tools, False),
         ("tokens/s > 100", p2_tokens, False),
-        ("GPU VRAM < 28GB", p2_vram, False),
+        ("GPU VRAM within budget", p2_vram, False),
         ("model survives restart", p2_restart, True),
     ],
     3: [
@@ -818,5 +991,14 @@ PHASES: dict[int, list[tuple[str, Step, bool]]] = {
         ("gateway reachable from consumers", p5_gateway_reachable, False),
         ("ingress works", p5_ingress, False),
         ("alert rules loaded", p5_alerts, False),
+        ("alert rules loaded in Prometheus", p5_prometheus_rules, False),
+        ("Prometheus scrapes synapse", p5_prometheus_targets, False),
+    ],
+}
+# What must hold before a phase is deployed (`make gpu-preflight` runs phase 2's).
+PREFLIGHT: dict[int, list[tuple[str, Step, bool]]] = {
+    2: [
+        ("RuntimeClass nvidia", p2_preflight_runtime, False),
+        ("nvidia.com/gpu free for vLLM", p2_preflight_gpu, False),
     ],
 }
