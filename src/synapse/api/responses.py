@@ -1,0 +1,78 @@
+"""`POST /v1/responses` (OpenAI's Responses API, create with or without streaming).
+
+Backends that serve `/responses` themselves get the request as it came (only `model`
+rewritten); the others get it translated to chat completions (synapse.translate.responses).
+Which is which is a per-provider rule, `serves_responses`.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from synapse.api import relay
+from synapse.api.context import Context
+from synapse.api.protocol import json_response
+from synapse.backends import upstream
+from synapse.config.model import Deployment
+from synapse.routing.deployment import DeploymentState
+from synapse.translate import embeddings as embed_tr
+from synapse.translate import responses as resp_tr
+
+# vLLM and OpenAI serve /v1/responses; Ollama deployments are reached through chat completions.
+SERVES_RESPONSES = frozenset({"hosted_vllm", "openai"})
+
+
+def serves_responses(dep: Deployment) -> bool:
+    return dep.provider in SERVES_RESPONSES
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    ctx = Context.of(request)
+    body = await ctx.json()
+    resp_tr.refuse_stateful(body)
+    resp_tr.chat_request(body, "")  # malformed input is the caller's 400 before any backend
+    group = ctx.resolve(body.get("model"))
+    streaming = body.get("stream") is True
+
+    async def attempt(state: DeploymentState) -> upstream.Upstream:
+        dep = state.deployment
+        if serves_responses(dep):
+            payload = orjson.dumps({**body, "model": dep.backend_model})
+            path = "/responses"
+        else:
+            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model))
+            path = "/chat/completions"
+        return await ctx.send(state, dep.openai_base + path, payload, streaming=streaming)
+
+    up = await ctx.router.run(group, attempt, ctx.trace)
+    native = serves_responses(up.state.deployment)
+    limit = ctx.settings.max_body_bytes * 4
+    if up.status >= 400:
+        if native:
+            return await relay.passthrough(up, ctx.trace, limit)
+        raise embed_tr.backend_error(up.state.id, up.status, await relay.read_all(up, limit))
+    if streaming and up.content_type.startswith("text/event-stream"):
+        source = (
+            resp_tr.checked_events(up.lines())
+            if native
+            else resp_tr.sse_to_events(up.lines(), body)
+        )
+        return await relay.stream(
+            request,
+            up,
+            ctx.trace,
+            content_type="text/event-stream",
+            source=source,
+            done_marker=None,
+            error_frame=relay.sse_error,
+        )
+    if native:
+        return await relay.passthrough(up, ctx.trace, limit)
+    raw = await relay.read_all(up, limit)
+    relay.record_usage(ctx.trace.group or "", raw)
+    try:
+        answer = resp_tr.from_chat(orjson.loads(raw), body)
+    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
+        raise embed_tr.invalid_answer(up.state.id, exc) from None
+    return json_response(answer)
