@@ -140,6 +140,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
             },
             status=400,
         )
+    STATE["last_chat_body"] = body
     if (refusal := _check_tool_messages(body["messages"])) is not None:
         return refusal
     if (answer := await behave(request)) is not None:
@@ -288,8 +289,10 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
 
 
 async def _sse_end(response: web.StreamResponse, body: dict, chunk) -> None:  # type: ignore[no-untyped-def]
-    """Usage only when asked for (`stream_options.include_usage`), then the terminator."""
-    if (body.get("stream_options") or {}).get("include_usage"):
+    """Usage only when asked for (`stream_options.include_usage`) and not switched off
+    (`omit_usage`: a server that never reports it), then the terminator."""
+    wanted = (body.get("stream_options") or {}).get("include_usage")
+    if wanted and not STATE.get("omit_usage"):
         await response.write(
             chunk(
                 {},
