@@ -110,9 +110,9 @@ def _message(i: int, message: object, deployment: str, pending: list[dict]) -> d
         match = next((c for c in pending if c["id"] == call_id), None) or next(
             (c for c in pending if not name or c["function"]["name"] == name), None
         )
-        if match is not None:
+        if match is not None:  # the call's id as the backend saw it (maybe one we made up)
             pending.remove(match)
-            call_id = call_id or match["id"]
+            call_id = match["id"]
         if call_id:
             out["tool_call_id"] = call_id
     if message.get("tool_name"):
