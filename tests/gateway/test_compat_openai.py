@@ -215,3 +215,18 @@ def test_previous_response_id_is_a_clear_400(client: openai.OpenAI) -> None:
 def test_responses_hosted_tools_refused(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="only function tools"):
         client.responses.create(model="llama-cpu", input="x", tools=[{"type": "web_search"}])
+
+
+def test_responses_tokens_counted(client: openai.OpenAI, gateway: Gateway) -> None:
+    def tokens() -> float:
+        text = httpx.get(gateway.metrics_url).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("synapse_completion_tokens_total{") and 'model="llama-cpu"' in line
+        )
+
+    before = tokens()
+    client.responses.create(model="llama-cpu", input="hi")  # translated
+    list(client.responses.create(model="llama-cpu", input="hi", stream=True))
+    assert tokens() - before == 12

@@ -66,13 +66,32 @@ async def create(request: web.Request) -> web.StreamResponse:
             source=source,
             done_marker=None,
             error_frame=relay.sse_error,
+            on_chunk=lambda chunk: _count_final(ctx.trace.group or "", chunk),
         )
-    if native:
-        return await relay.passthrough(up, ctx.trace, limit)
     raw = await relay.read_all(up, limit)
-    relay.record_usage(ctx.trace.group or "", raw)
     try:
-        answer = resp_tr.from_chat(orjson.loads(raw), body)
+        answer = orjson.loads(raw)
+        if not native:
+            answer = resp_tr.from_chat(answer, body)
+        _count(ctx.trace.group or "", answer.get("usage"))
     except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
         raise embed_tr.invalid_answer(up.state.id, exc) from None
     return json_response(answer)
+
+
+def _count(group: str, usage: object) -> None:
+    if isinstance(usage, dict):
+        relay.add_tokens(group, usage.get("input_tokens"), usage.get("output_tokens"))
+
+
+def _count_final(group: str, chunk: bytes) -> None:
+    """Token counts from the final event (`response.completed` / `.incomplete`)."""
+    start = chunk.find(b"data:")  # a whole event (translated) or one line (passed through)
+    if start < 0 or b'"usage"' not in chunk:
+        return
+    try:
+        event = orjson.loads(chunk[start + 5 :])
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(event, dict) and isinstance(event.get("response"), dict):
+        _count(group, event["response"].get("usage"))
