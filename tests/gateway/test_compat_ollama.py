@@ -259,3 +259,15 @@ def test_cors_configured_origins(
         assert answer.headers["Access-Control-Allow-Origin"] == origin
     refused = httpx.get(gw.ollama_url + "/api/version", headers={"Origin": "https://a.example"})
     assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "reason"), [("0s", "unload"), ("5m", "load"), (0, "unload")]
+)
+def test_keep_alive_spellings(gateway: Gateway, keep_alive: object, reason: str) -> None:
+    answer = httpx.post(
+        gateway.ollama_url + "/api/generate",
+        json={"model": "llama-gpu", "keep_alive": keep_alive},
+        timeout=10,
+    )
+    assert answer.json()["done_reason"] == reason

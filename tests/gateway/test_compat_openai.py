@@ -205,6 +205,24 @@ def test_responses_cut_stream_is_an_error(client: openai.OpenAI, openai_backend:
         list(client.responses.create(model="llama-gpu", input="hi", stream=True))
 
 
+def test_responses_stream_without_final_event_is_an_error(
+    client: openai.OpenAI, openai_backend: Backend
+) -> None:
+    openai_backend.control(responses_unfinished=True)
+    try:
+        with pytest.raises(openai.APIError, match="before its final response event"):
+            list(client.responses.create(model="llama-gpu", input="hi", stream=True))
+    finally:
+        openai_backend.control(responses_unfinished=False)
+
+
+def test_responses_hosted_tools_passed_to_backends_that_serve_them(
+    client: openai.OpenAI, openai_backend: Backend
+) -> None:
+    client.responses.create(model="llama-gpu", input="x", tools=[{"type": "web_search"}])
+    assert openai_backend.stats()["last_responses_body"]["tools"] == [{"type": "web_search"}]
+
+
 def test_previous_response_id_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(model="llama-cpu", input="and?", previous_response_id="resp_1")

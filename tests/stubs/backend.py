@@ -503,6 +503,9 @@ async def openai_responses(request: web.Request) -> web.StreamResponse:
     await event("response.output_text.done", **ref, text=text, logprobs=[])
     await event("response.content_part.done", **ref, part=part)
     await event("response.output_item.done", output_index=0, item=item)
+    if STATE.get("responses_unfinished"):  # ends cleanly, but without its final event
+        await response.write_eof()
+        return response
     await event("response.completed", response=_response_object(body, "completed", [item]))
     await response.write_eof()
     return response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 import aiohttp
 import orjson
@@ -260,11 +261,16 @@ async def _native_or_translated(
     return await ctx.router.run(group, attempt, ctx.trace)
 
 
+_ZERO_DURATION = re.compile(r"0+(\.0*)?(ns|us|µs|ms|s|m|h)?")
+
+
 def _unloads(keep_alive: object) -> bool:
-    """Ollama's `keep_alive: 0` (also "0", "0s", "0m"): unload the model now."""
+    """Ollama's `keep_alive: 0` (also "0", "0s", "0m", a Go duration of zero): unload now."""
+    if isinstance(keep_alive, bool):
+        return False
     if isinstance(keep_alive, int | float):
         return keep_alive == 0
-    return isinstance(keep_alive, str) and keep_alive.strip().rstrip("hms").strip() in ("0", "")
+    return isinstance(keep_alive, str) and _ZERO_DURATION.fullmatch(keep_alive.strip()) is not None
 
 
 async def _load(ctx: Context, body: dict, native_path: str, empty: dict) -> web.Response:

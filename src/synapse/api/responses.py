@@ -31,7 +31,6 @@ async def create(request: web.Request) -> web.StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     resp_tr.refuse_stateful(body)
-    resp_tr.chat_request(body, "")  # malformed input is the caller's 400 before any backend
     group = ctx.resolve(body.get("model"))
     streaming = body.get("stream") is True
 
