@@ -20,5 +20,5 @@ $(COMPAT_STAMP): $(COMPAT_REQS)
 compat-tools: $(COMPAT_STAMP) ## install the real clients into .venv-compat (~3 min once)
 
 test-compat: $(STAMP) $(COMPAT_STAMP) ## the real clients against a real Synapse (tests/compat)
-	SYNAPSE_TEST_PYTHON=$(abspath $(BIN))/python LITELLM_LOCAL_MODEL_COST_MAP=True \
+	SYNAPSE_TEST_PYTHON=$(abspath $(BIN))/python \
 	  $(COMPAT_VENV)/bin/pytest -q tests/compat $(COMPAT_ARGS)
