@@ -31,6 +31,11 @@ def test_llamaindex_ollama_chat_complete_stream(gateway: Gateway) -> None:
         assert streamed == "Hello from the stub backend."
 
 
+def test_llamaindex_ollama_json_mode(gateway: Gateway) -> None:
+    llm = Ollama(model="llama-gpu", base_url=gateway.ollama_url, request_timeout=10, json_mode=True)
+    assert llm.complete("x").text == '{"answer": "stub"}'  # format "json" → response_format
+
+
 def test_llamaindex_ollama_context_window_from_show(
     gateway: Gateway, openai_backend: Backend
 ) -> None:
@@ -108,6 +113,17 @@ def test_litellm_completion_stream_tools(gateway: Gateway) -> None:
         model="openai/llama-gpu", messages=messages, tools=tools, **_openai(gateway)
     )
     assert called.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_litellm_structured_output(gateway: Gateway) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    answer = litellm.completion(
+        model="openai/llama-gpu",
+        messages=[{"role": "user", "content": "x"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        **_openai(gateway),
+    )
+    assert answer.choices[0].message.content == '{"answer": "stub"}'
 
 
 def test_litellm_embedding(gateway: Gateway) -> None:
