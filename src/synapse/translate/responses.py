@@ -432,11 +432,8 @@ class StreamState:
             done.append((slot.index, item))
         self.response["output"] = [item for _, item in sorted(done, key=lambda d: d[0])]
         _finish(self.response, finish, chat_usage)
-        kind = (
-            "response.completed"
-            if self.response["status"] == "completed"
-            else ("response.incomplete")
-        )
+        completed = self.response["status"] == "completed"
+        kind = "response.completed" if completed else "response.incomplete"
         events.append(self.event(kind, response=self.response))
         return events
 
