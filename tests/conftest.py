@@ -18,6 +18,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-test-master"
+# The Python that runs the gateway and stub backends: the compatibility tier's own venv holds
+# only the clients (tests/compat, `make test-compat`), so it points here at .venv's.
+PYTHON = os.environ.get("SYNAPSE_TEST_PYTHON", sys.executable)
+# tests/compat needs the clients of .venv-compat; `make test-compat` runs it there.
+collect_ignore = [] if os.environ.get("SYNAPSE_TEST_PYTHON") else ["compat"]
 
 
 def free_port() -> int:
@@ -48,7 +53,7 @@ class Backend:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.stubs.backend", "--kind", kind, "--port", str(self.port)],
+            [PYTHON, "-m", "tests.stubs.backend", "--kind", kind, "--port", str(self.port)],
             cwd=ROOT,
         )
         wait_http(self.url + "/_stats", self.proc)
@@ -84,7 +89,7 @@ class Gateway:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                PYTHON,
                 "-m",
                 "synapse",
                 "serve",

@@ -51,6 +51,14 @@ class ModelNotFound(GatewayError):
     code = "model_not_found"
 
 
+class RouteNotFound(GatewayError):
+    """No such path: a distinct code, so clients do not read it as a missing model."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "unknown_url"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

@@ -124,7 +124,7 @@ def test_list_and_show(client: ollama.Client) -> None:
     shown = client.show("llama-cpu")
     assert shown.modelfile == "FROM llama3.1:8b"  # native: forwarded to Ollama
     synthesized = client.show("llama-gpu")
-    assert synthesized.capabilities == ["completion"]
+    assert synthesized.capabilities == ["completion", "tools"]
 
 
 def test_ps_and_version(gateway: Gateway, client: ollama.Client) -> None:

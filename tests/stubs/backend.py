@@ -105,7 +105,17 @@ async def openai_models(request: web.Request) -> web.Response:
     return json(
         {
             "object": "list",
-            "data": [{"id": "stub-model", "object": "model", "created": 0, "owned_by": "stub"}],
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "stub",
+                    "root": name,
+                    "max_model_len": 4096,  # vLLM's extension
+                }
+                for name in str(STATE.get("served", "stub-model")).split(",")
+            ],
         }
     )
 
@@ -130,6 +140,9 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
             },
             status=400,
         )
+    STATE["last_chat_body"] = body
+    if (refusal := _check_tool_messages(body["messages"])) is not None:
+        return refusal
     if (answer := await behave(request)) is not None:
         return answer
     created = int(time.time())
@@ -137,8 +150,14 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     if body.get("stream"):
         return await _sse(request, body, cid, created)
     text = _completion_text(body)
-    if body.get("response_format", {}).get("type") == "json_object":
+    if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
         text = '{"answer": "stub"}'
+    message: dict[str, object] = {"role": "assistant", "content": text}
+    finish = "stop"
+    if calls := _tool_calls(body):
+        message, finish = {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+    if _thinks(body):
+        message["reasoning_content"] = THOUGHT
     return json(
         {
             "id": cid,
@@ -148,9 +167,9 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
             "usage": {
@@ -160,6 +179,66 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
             },
         }
     )
+
+
+THOUGHT = "The stub considers the question."
+
+
+def _thinks(body: dict) -> bool:
+    """vLLM with a reasoning parser: the template's switch turns reasoning output on."""
+    return bool((body.get("chat_template_kwargs") or {}).get("enable_thinking"))
+
+
+def _tool_calls(body: dict) -> list[dict]:
+    """With tools offered and no tool result yet, call each offered function once
+    (parallel calls), with "stub" for every required string argument."""
+    messages = body.get("messages") or []
+    if not body.get("tools") or body.get("tool_choice") == "none":
+        return []
+    if messages and messages[-1].get("role") == "tool":
+        return []
+    calls = []
+    for n, tool in enumerate(body["tools"][: int(STATE.get("parallel_calls", 1))]):  # type: ignore[call-overload]
+        fn = tool.get("function") or {}
+        required = (fn.get("parameters") or {}).get("required") or []
+        calls.append(
+            {
+                "id": f"call_stub{n}",
+                "type": "function",
+                "function": {
+                    "name": fn.get("name"),
+                    "arguments": orjson.dumps(dict.fromkeys(required, "stub")).decode(),
+                },
+            }
+        )
+    return calls
+
+
+def _check_tool_messages(messages: list) -> web.Response | None:
+    """OpenAI's rule (strict backends enforce it): each tool message answers, by
+    `tool_call_id`, a call of the assistant message before it."""
+    open_ids: set[str] = set()
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "assistant":
+            open_ids = {c.get("id") for c in m.get("tool_calls") or ()}
+        elif m.get("role") == "tool":
+            if m.get("tool_call_id") not in open_ids:
+                return json(
+                    {
+                        "error": {
+                            "message": "Invalid parameter: messages with role 'tool' must be "
+                            "a response to a preceeding message with 'tool_calls'.",
+                            "type": "invalid_request_error",
+                            "param": "messages",
+                            "code": None,
+                        }
+                    },
+                    status=400,
+                )
+            open_ids.discard(m["tool_call_id"])
+    return None
 
 
 async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.StreamResponse:
@@ -181,7 +260,23 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     await response.write(chunk({"role": "assistant", "content": ""}))
-    for i, word in enumerate(WORDS):
+    if _thinks(body):
+        await response.write(chunk({"reasoning_content": THOUGHT}))
+    if calls := _tool_calls(body):
+        for n, call in enumerate(calls):  # as vLLM and OpenAI stream them: head, then arguments
+            head = {**call, "index": n, "function": {**call["function"], "arguments": ""}}
+            await response.write(chunk({"tool_calls": [head]}))
+            args = call["function"]["arguments"]
+            await response.write(
+                chunk({"tool_calls": [{"index": n, "function": {"arguments": args}}]})
+            )
+        await response.write(chunk({}, "tool_calls"))
+        await _sse_end(response, body, chunk)
+        return response
+    words = WORDS
+    if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+        words = ['{"answer":', ' "stub"}']
+    for i, word in enumerate(words):
         if STATE["mode"] == "cut_stream" and i == 2:
             request.transport.close()  # type: ignore[union-attr]  # the process "dies"
             return response
@@ -192,7 +287,15 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
             return response
         await asyncio.sleep(float(STATE.get("chunk_delay", 0.0)))  # type: ignore[arg-type]
     await response.write(chunk({}, "stop"))
-    if (body.get("stream_options") or {}).get("include_usage"):
+    await _sse_end(response, body, chunk)
+    return response
+
+
+async def _sse_end(response: web.StreamResponse, body: dict, chunk) -> None:  # type: ignore[no-untyped-def]
+    """Usage only when asked for (`stream_options.include_usage`) and not switched off
+    (`omit_usage`: a server that never reports it), then the terminator."""
+    wanted = (body.get("stream_options") or {}).get("include_usage")
+    if wanted and not STATE.get("omit_usage"):
         await response.write(
             chunk(
                 {},
@@ -205,7 +308,6 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
         )
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
-    return response
 
 
 async def openai_completions(request: web.Request) -> web.StreamResponse:
@@ -304,6 +406,111 @@ def speech_bytes(text: str) -> bytes:
     return header + samples
 
 
+# -- OpenAI Responses API (as vLLM and OpenAI serve it) --------------------------------------
+
+
+def _response_input_text(body: dict) -> str:
+    items = body.get("input")
+    if isinstance(items, str):
+        return items
+    for item in reversed(items or []):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _response_object(body: dict, status: str, output: list[dict]) -> dict:
+    usage = None
+    if status == "completed":
+        usage = {
+            "input_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": len(WORDS),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 7 + len(WORDS),
+        }
+    return {
+        "id": "resp_stub",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": body["model"],
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": False,
+        "temperature": body.get("temperature"),
+        "text": {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p"),
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": {},
+    }
+
+
+async def openai_responses(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    STATE["last_responses_body"] = body
+    if (answer := await behave(request)) is not None:
+        return answer
+    text = f"{''.join(WORDS)} You said: {_response_input_text(body)}"
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    item = {
+        "id": "msg_stub",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
+    if not body.get("stream"):
+        return json(_response_object(body, "completed", [item]))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    seq = 0
+
+    async def event(kind: str, **fields: object) -> None:
+        nonlocal seq
+        data = orjson.dumps({"type": kind, "sequence_number": seq, **fields})
+        seq += 1
+        await response.write(b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n")
+
+    ref = {"item_id": "msg_stub", "output_index": 0, "content_index": 0}
+    started = _response_object(body, "in_progress", [])
+    await event("response.created", response=started)
+    await event("response.in_progress", response=started)
+    await event(
+        "response.output_item.added",
+        output_index=0,
+        item={**item, "status": "in_progress", "content": []},
+    )
+    await event("response.content_part.added", **ref, part={**part, "text": ""})
+    for i, word in enumerate(WORDS):
+        if STATE["mode"] == "cut_stream" and i == 2:
+            request.transport.close()  # type: ignore[union-attr]
+            return response
+        await event("response.output_text.delta", **ref, delta=word, logprobs=[])
+    await event("response.output_text.delta", **ref, delta=text[len("".join(WORDS)) :], logprobs=[])
+    await event("response.output_text.done", **ref, text=text, logprobs=[])
+    await event("response.content_part.done", **ref, part=part)
+    await event("response.output_item.done", output_index=0, item=item)
+    if STATE.get("responses_unfinished"):  # ends cleanly, but without its final event
+        await response.write_eof()
+        return response
+    await event("response.completed", response=_response_object(body, "completed", [item]))
+    await response.write_eof()
+    return response
+
+
 # -- Ollama ----------------------------------------------------------------------------------
 
 
@@ -342,10 +549,43 @@ async def ollama_tags(request: web.Request) -> web.Response:
     )
 
 
+def _loaded() -> dict[str, dict]:
+    return STATE.setdefault("loaded", {})  # type: ignore[return-value]
+
+
+def _touch(body: dict) -> str | None:
+    """Ollama loads a model on use and unloads it on `keep_alive: 0`; None, or the
+    done_reason of a load/unload request (one with nothing to generate)."""
+    model = body.get("model", "")
+    if body.get("keep_alive") in (0, "0", "0s", "0m"):
+        _loaded().pop(model, None)
+        return "unload"
+    _loaded()[model] = {"name": model, "model": model, "size": 5137025024, "size_vram": 0}
+    return None
+
+
+async def ollama_ps(request: web.Request) -> web.Response:
+    expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(time.time() + 300))
+    models = [
+        {
+            **m,
+            "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "details": {"format": "gguf", "family": "llama", "parameter_size": "8.0B"},
+            "expires_at": expires,
+            "context_length": 4096,
+        }
+        for name, m in _loaded().items()
+    ]
+    return json({"models": models})
+
+
 async def ollama_embed(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     if (answer := await behave(request)) is not None:
         return answer
+    _touch(body)
+    if body.get("input") in (None, "", []):  # Ollama's load convention
+        return json({"model": body["model"], "embeddings": []})
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     return json(
         {
@@ -374,6 +614,19 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
 
     def part(text: str) -> object:
         return text if generate else {"role": "assistant", "content": text}
+
+    unloaded = _touch(body)
+    if not (body.get("prompt") if generate else body.get("messages")):
+        STATE["load_requests"] = int(STATE.get("load_requests", 0)) + 1  # type: ignore[call-overload]
+        return json(
+            {
+                "model": body["model"],
+                "created_at": now(),
+                key: part(""),
+                "done_reason": unloaded or "load",
+                "done": True,
+            }
+        )
 
     final = {
         "done_reason": "stop",
@@ -461,12 +714,14 @@ def build(kind: str) -> web.Application:
         app.router.add_post("/v1/chat/completions", openai_chat)
         app.router.add_post("/v1/completions", openai_completions)
         app.router.add_post("/v1/embeddings", openai_embeddings)
+        app.router.add_post("/v1/responses", openai_responses)
         app.router.add_post("/v1/audio/transcriptions", openai_transcription)
         app.router.add_post("/v1/audio/translations", openai_transcription)
         app.router.add_post("/v1/audio/speech", openai_speech)
     else:
         app.router.add_get("/", ollama_root)
         app.router.add_get("/api/tags", ollama_tags)
+        app.router.add_get("/api/ps", ollama_ps)
         app.router.add_post("/api/embed", ollama_embed)
         app.router.add_post("/api/embeddings", ollama_embeddings)
         app.router.add_post("/api/chat", ollama_chat)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 import aiohttp
 import orjson
@@ -19,6 +20,7 @@ from synapse.api.context import Context
 from synapse.api.middleware import has_master_key
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
+from synapse.config.model import Deployment
 from synapse.errors import (
     BadGateway,
     BadRequest,
@@ -85,14 +87,17 @@ def _model_entry(name: str, router: Router, group: str, modified: str) -> dict[s
     }
 
 
-async def _backend_tags(ctx: Context) -> dict[tuple[str, str], dict]:
-    """Real size/digest/details from each Ollama backend, where one answers quickly."""
+async def _backend_tags(ctx: Context, path: str = "/api/tags") -> dict[tuple[str, str], dict]:
+    """Real size/digest/details from each Ollama backend, where one answers quickly.
+
+    `path`: /api/tags (what each stores) or /api/ps (what each has loaded).
+    """
     bases = {d.ollama_base for d in ctx.router.config.deployments if d.speaks_ollama}
 
     async def fetch(base: str) -> list[tuple[tuple[str, str], dict]]:
         try:
             async with ctx.gateway.http.get(
-                base + "/api/tags", timeout=aiohttp.ClientTimeout(total=2)
+                base + path, timeout=aiohttp.ClientTimeout(total=2)
             ) as response:
                 models = (await response.json()).get("models") or []
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
@@ -128,18 +133,34 @@ async def tags(request: web.Request) -> web.Response:
     return json_response({"models": _listing(ctx, await _backend_tags(ctx))})
 
 
+# What /api/ps reports for a group on an OpenAI-compatible backend: vLLM keeps its one model
+# loaded for as long as it serves, so such a group is listed while a deployment is healthy.
+_RESIDENT = {"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0}
+_PS_FIELDS = ("size", "digest", "details", "expires_at", "size_vram", "context_length")
+
+
 async def running(request: web.Request) -> web.Response:
+    """Models loaded now: what each Ollama backend's own /api/ps says, under Synapse's names."""
     ctx = Context.of(request)
-    available = {
-        g
-        for g, states in ((g, ctx.router.group_states(g)) for g in ctx.router.config.groups)
-        if any(s.breaker.allows() for s in states)
-    }
+    loaded = await _backend_tags(ctx, "/api/ps")
     models = []
     for entry in _listing(ctx, {}):
         group = ctx.router.resolve(str(entry["name"]))
-        if group in available:
-            models.append({**entry, "expires_at": "2318-01-01T00:00:00Z", "size_vram": 0})
+        if group is None:
+            continue
+        states = ctx.router.group_states(group)
+        if not states[0].deployment.speaks_ollama:
+            if any(s.breaker.allows() for s in states):
+                models.append({**entry, **_RESIDENT})
+            continue
+        keys = (
+            (s.deployment.ollama_base, tag_name(s.deployment.backend_model))
+            for s in states
+            if s.deployment.speaks_ollama
+        )
+        real = next((loaded[k] for k in keys if k in loaded), None)
+        if real is not None:
+            models.append({**entry, **{k: real[k] for k in _PS_FIELDS if k in real}})
     return json_response({"models": models})
 
 
@@ -154,7 +175,7 @@ def _resolve(ctx: Context, body: dict) -> str:
     group = ctx.router.resolve(name)
     if group is None:
         raise ModelNotFound(
-            f'model "{name}" not found, try pulling it first '
+            f'model "{name}" not found '
             f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
         )
     ctx.trace.model, ctx.trace.group = name, group
@@ -176,18 +197,40 @@ async def show(request: web.Request) -> web.StreamResponse:
         up = await ctx.router.run(group, attempt, ctx.trace)
         return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
     entry = _model_entry(group, ctx.router, group, chat_tr.now_iso())
-    capability = "embedding" if dep.mode == "embedding" else "completion"
+    model_info: dict[str, object] = {"general.basename": dep.backend_model}
+    context_length = await _context_length(ctx, dep)
+    if context_length:
+        model_info["general.context_length"] = context_length
+    # Chat completions take `tools` on every OpenAI-compatible backend Synapse routes to.
+    capabilities = ["embedding"] if dep.mode == "embedding" else ["completion", "tools"]
     return json_response(
         {
             "modelfile": "",
             "parameters": "",
             "template": "",
             "details": entry["details"],
-            "model_info": {"general.basename": dep.backend_model},
-            "capabilities": [capability],
+            "model_info": model_info,
+            "capabilities": capabilities,
             "modified_at": entry["modified_at"],
         }
     )
+
+
+async def _context_length(ctx: Context, dep: Deployment) -> int | None:
+    """The backend's `max_model_len` for the model (vLLM's /v1/models), if it answers quickly."""
+    headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else None
+    try:
+        async with ctx.gateway.http.get(
+            dep.openai_base + "/models", headers=headers, timeout=aiohttp.ClientTimeout(total=2)
+        ) as response:
+            listing = (await response.json()).get("data") or []
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        return None
+    for model in listing:
+        if isinstance(model, dict) and model.get("id") == dep.backend_model:
+            value = model.get("max_model_len")
+            return value if isinstance(value, int) and value > 0 else None
+    return None
 
 
 # -- inference -------------------------------------------------------------------------------
@@ -218,6 +261,54 @@ async def _native_or_translated(
     return await ctx.router.run(group, attempt, ctx.trace)
 
 
+_ZERO_DURATION = re.compile(r"0+(\.0*)?(ns|us|µs|ms|s|m|h)?")
+
+
+def _unloads(keep_alive: object) -> bool:
+    """Ollama's `keep_alive: 0` (also "0", "0s", "0m", a Go duration of zero): unload now."""
+    if isinstance(keep_alive, bool):
+        return False
+    if isinstance(keep_alive, int | float):
+        return keep_alive == 0
+    return isinstance(keep_alive, str) and _ZERO_DURATION.fullmatch(keep_alive.strip()) is not None
+
+
+async def _load(ctx: Context, body: dict, native_path: str, empty: dict) -> web.Response:
+    """Ollama's load/unload conventions (a request with nothing to generate or embed).
+
+    Forwarded to every Ollama deployment of the group, which loads or unloads the model;
+    for OpenAI-compatible backends (always loaded) Synapse answers as Ollama would.
+    """
+    group = _resolve(ctx, body)
+    states = [s for s in ctx.router.group_states(group) if s.deployment.speaks_ollama]
+    if not states:
+        answer: dict[str, object] = {"model": _model_field(body), "created_at": chat_tr.now_iso()}
+        answer.update(empty)
+        if native_path != "/api/embed":
+            reason = "unload" if _unloads(body.get("keep_alive")) else "load"
+            answer.update(done=True, done_reason=reason)
+        return json_response(answer)
+
+    async def forward(state: DeploymentState) -> web.Response:
+        dep = state.deployment
+        payload = orjson.dumps({**body, "model": dep.backend_model})
+        up = await ctx.send(state, dep.ollama_base + native_path, payload)
+        raw = await relay.read_all(up, 1 << 20)
+        if up.status >= 400:
+            raise embed_tr.backend_error(dep.id, up.status, raw)
+        return web.Response(body=raw, status=up.status, content_type="application/json")
+
+    ctx.trace.deployment = states[0].id
+    results = await asyncio.gather(*(forward(s) for s in states), return_exceptions=True)
+    for result in results:
+        if isinstance(result, web.Response):
+            return result
+    error = results[0]
+    if isinstance(error, upstream.Retryable):
+        raise BadGateway(error.message)
+    raise error  # type: ignore[misc]
+
+
 async def _error_from(up: upstream.Upstream, ctx: Context) -> GatewayError:
     raw = await relay.read_all(up, 1 << 20)
     return embed_tr.backend_error(up.state.id, up.status, raw)
@@ -236,19 +327,12 @@ async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamRespo
     body = await ctx.json()
     streaming = body.get("stream", True) is not False
     model = _model_field(body)
-    if generate and not body.get("prompt") and not body.get("system"):
-        _resolve(ctx, body)  # Ollama loads the model and answers at once; nothing to do here
-        return json_response(
-            {
-                "model": model,
-                "created_at": chat_tr.now_iso(),
-                "response": "",
-                "done": True,
-                "done_reason": "load",
-            }
-        )
-    if not generate and not isinstance(body.get("messages"), list):
+    messages = body.get("messages")
+    if not generate and messages is not None and not isinstance(messages, list):
         raise BadRequest("messages must be an array")
+    if (not body.get("prompt") and not body.get("system")) if generate else not messages:
+        empty = {"response": ""} if generate else {"message": {"role": "assistant", "content": ""}}
+        return await _load(ctx, body, "/api/generate" if generate else "/api/chat", empty)
     timing = chat_tr.Timing()
 
     def translate(state: DeploymentState) -> tuple[str, dict]:
@@ -284,6 +368,8 @@ async def embed(request: web.Request) -> web.StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     texts = body.get("input")
+    if texts in (None, "", []):
+        return await _load(ctx, body, "/api/embed", {"embeddings": []})
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

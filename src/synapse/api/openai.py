@@ -14,7 +14,7 @@ from synapse.api import relay
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
-from synapse.errors import BadRequest
+from synapse.errors import BadRequest, ModelNotFound
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
 
@@ -29,6 +29,22 @@ async def list_models(request: web.Request) -> web.Response:
                 {"id": name, "object": "model", "created": created, "owned_by": "synapse"}
                 for name in ctx.router.public_names()
             ],
+        }
+    )
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): groups and aliases alike."""
+    ctx = Context.of(request)
+    name = request.match_info["model"]
+    if ctx.router.resolve(name) is None:
+        raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+    return json_response(
+        {
+            "id": name,
+            "object": "model",
+            "created": int(ctx.gateway.started_at),
+            "owned_by": "synapse",
         }
     )
 
@@ -81,7 +97,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         if dep.speaks_ollama:
             if texts is None:
                 raise BadRequest(
-                    f"{dep.id} is an Ollama deployment: 'input' must be text, not tokens",
+                    f"'input' holds token ids, but {dep.id} is an Ollama deployment, which "
+                    "embeds text and cannot decode another tokenizer's ids: send strings "
+                    "(LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False))",
                     param="input",
                 )
             payload = embed_tr.ollama_embed_request(dep.backend_model, texts, body)

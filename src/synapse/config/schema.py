@@ -84,6 +84,8 @@ class SynapseSettings(BaseModel):
 
     ollama_port: int | None = Field(default=None, ge=1, le=65535)
     ollama_requires_key: bool = False
+    # Browser origins the Ollama port accepts besides Ollama's defaults (OLLAMA_ORIGINS syntax).
+    ollama_origins: list[str] = []
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     audio_timeout: float = Field(default=900.0, gt=0)

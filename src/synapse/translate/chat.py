@@ -40,6 +40,7 @@ def _options(body: dict, provider: str) -> dict[str, object]:
             out["min_p"] = options["min_p"]
         if options.get("repeat_penalty") is not None:
             out["repetition_penalty"] = options["repeat_penalty"]
+    out.update(_think(body.get("think"), provider))
     fmt = body.get("format")
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
@@ -53,7 +54,31 @@ def _options(body: dict, provider: str) -> dict[str, object]:
     return out
 
 
-def _message(i: int, message: object, deployment: str) -> dict[str, object]:
+def _think(think: object, provider: str) -> dict[str, object]:
+    """Ollama's `think` as the backend's reasoning switch.
+
+    vLLM: the chat template's `enable_thinking` (Qwen3, DeepSeek-R1 style templates) and,
+    for a level, `reasoning_effort`; OpenAI: `reasoning_effort` for a level. The reasoning
+    comes back as `thinking` (from `reasoning_content` / `reasoning`).
+    """
+    if think is None:
+        return {}
+    if not isinstance(think, bool) and think not in ("low", "medium", "high"):
+        raise BadRequest('\'think\' must be true, false, "low", "medium" or "high"')
+    out: dict[str, object] = {}
+    if provider == "hosted_vllm":
+        out["chat_template_kwargs"] = {"enable_thinking": think is not False}
+    if isinstance(think, str):
+        out["reasoning_effort"] = think
+    return out
+
+
+def _message(i: int, message: object, deployment: str, pending: list[dict]) -> dict[str, object]:
+    """One Ollama message as OpenAI's; `pending`: tool calls not yet answered, in order.
+
+    Tool-call ids are kept both ways: Ollama's own `id` / `tool_call_id` when the client sent
+    them, otherwise a tool result is matched to the earliest unanswered call of its name.
+    """
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise BadRequest(f"messages[{i}] must be an object with a 'role'", param="messages")
     if message.get("images"):
@@ -65,19 +90,31 @@ def _message(i: int, message: object, deployment: str) -> dict[str, object]:
     out: dict[str, object] = {"role": message["role"], "content": message.get("content") or ""}
     calls = message.get("tool_calls")
     if isinstance(calls, list) and calls:
-        out["tool_calls"] = [
-            {
-                "id": f"call_{i}_{n}",
+        pending.clear()
+        out["tool_calls"] = []
+        for n, call in enumerate(calls):
+            fn = (call.get("function") if isinstance(call, dict) else None) or {}
+            openai_call = {
+                "id": (call.get("id") if isinstance(call, dict) else None) or f"call_{i}_{n}",
                 "type": "function",
                 "function": {
-                    "name": call.get("function", {}).get("name"),
-                    "arguments": orjson.dumps(
-                        call.get("function", {}).get("arguments", {})
-                    ).decode(),
+                    "name": fn.get("name"),
+                    "arguments": orjson.dumps(fn.get("arguments", {})).decode(),
                 },
             }
-            for n, call in enumerate(calls)
-        ]
+            out["tool_calls"].append(openai_call)  # type: ignore[union-attr]
+            pending.append(openai_call)
+    if message["role"] == "tool":
+        call_id = message.get("tool_call_id")
+        name = message.get("tool_name") or message.get("name")
+        match = next((c for c in pending if c["id"] == call_id), None) or next(
+            (c for c in pending if not name or c["function"]["name"] == name), None
+        )
+        if match is not None:  # the call's id as the backend saw it (maybe one we made up)
+            pending.remove(match)
+            call_id = match["id"]
+        if call_id:
+            out["tool_call_id"] = call_id
     if message.get("tool_name"):
         out["name"] = message["tool_name"]
     return out
@@ -87,9 +124,10 @@ def chat_request(body: dict, backend_model: str, provider: str, deployment: str)
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("'messages' must be an array", param="messages")
+    pending: list[dict] = []
     request: dict[str, object] = {
         "model": backend_model,
-        "messages": [_message(i, m, deployment) for i, m in enumerate(messages)],
+        "messages": [_message(i, m, deployment, pending) for i, m in enumerate(messages)],
         **_options(body, provider),
     }
     if body.get("tools"):
@@ -156,32 +194,44 @@ class Timing:
 
 
 def _tool_calls(calls: list[dict]) -> list[dict]:
+    """OpenAI tool calls as Ollama's, keeping the backend's call id for the tool result."""
     out = []
-    for call in calls:
+    for index, call in enumerate(calls):
         fn = call.get("function") or {}
         args = fn.get("arguments") or "{}"
         try:
             parsed = orjson.loads(args) if isinstance(args, str) else args
         except orjson.JSONDecodeError:
             parsed = {"_raw": args}
-        out.append({"function": {"name": fn.get("name"), "arguments": parsed}})
+        ollama_call: dict[str, object] = {
+            "function": {"index": index, "name": fn.get("name"), "arguments": parsed}
+        }
+        if call.get("id"):
+            ollama_call["id"] = call["id"]
+        out.append(ollama_call)
     return out
 
 
 def final_fields(usage: dict | None, finish: str | None, timing: Timing) -> dict[str, object]:
-    usage = usage or {}
-    return {
+    """The last object's fields. Token counts only when the backend reported them: a
+    missing count is left out rather than reported as 0."""
+    out: dict[str, object] = {
         "done_reason": FINISH.get(finish or "stop", "stop"),
         "done": True,
         **timing.durations(),
-        "prompt_eval_count": usage.get("prompt_tokens", 0),
-        "eval_count": usage.get("completion_tokens", 0),
     }
+    usage = usage or {}
+    if isinstance(usage.get("prompt_tokens"), int):
+        out["prompt_eval_count"] = usage["prompt_tokens"]
+    if isinstance(usage.get("completion_tokens"), int):
+        out["eval_count"] = usage["completion_tokens"]
+    return out
 
 
 def chat_response(answer: dict, model: str, timing: Timing, *, generate: bool) -> dict:
     """A non-streamed OpenAI answer as Ollama's chat (or generate) answer."""
     choice = (answer.get("choices") or [{}])[0]
+    thinking = ""
     if generate and "text" in choice:
         text = choice.get("text") or ""
         tool_calls: list[dict] = []
@@ -189,19 +239,36 @@ def chat_response(answer: dict, model: str, timing: Timing, *, generate: bool) -
         message = choice.get("message") or {}
         text = message.get("content") or ""
         tool_calls = message.get("tool_calls") or []
+        thinking = _reasoning(message)
     timing.mark()
-    out = _part(model, text, generate, tool_calls)
+    out = _part(model, text, generate, tool_calls, thinking)
     out.update(final_fields(answer.get("usage"), choice.get("finish_reason"), timing))
     return out
 
 
-def _part(model: str, text: str, generate: bool, tool_calls: list[dict] | None = None) -> dict:
+def _reasoning(message: dict) -> str:
+    """Reasoning text as vLLM sends it (`reasoning_content`, newer versions `reasoning`)."""
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+def _part(
+    model: str,
+    text: str,
+    generate: bool,
+    tool_calls: list[dict] | None = None,
+    thinking: str = "",
+) -> dict:
     """One Ollama answer object: `response` for generate, an assistant `message` for chat."""
     out: dict[str, object] = {"model": model, "created_at": now_iso()}
     if generate:
         out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
     else:
         message: dict[str, object] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
         if tool_calls:
             message["tool_calls"] = _tool_calls(tool_calls)
         out["message"] = message
@@ -237,19 +304,24 @@ async def sse_to_ndjson(
             usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             finish = choice.get("finish_reason") or finish
+            thinking = ""
             if generate and "text" in choice:
                 text = choice.get("text") or ""
             else:
                 delta = choice.get("delta") or {}
                 text = delta.get("content") or ""
+                thinking = _reasoning(delta)
                 for call in delta.get("tool_calls") or ():
                     slot = calls.setdefault(
                         call.get("index", 0), {"function": {"name": None, "arguments": ""}}
                     )
+                    if call.get("id"):
+                        slot["id"] = call["id"]
                     fn = call.get("function") or {}
                     if fn.get("name"):
                         slot["function"]["name"] = fn["name"]
                     slot["function"]["arguments"] += fn.get("arguments") or ""
-            if text:
+            if text or thinking:
                 timing.mark()
-                yield orjson.dumps({**_part(model, text, generate), "done": False}) + b"\n"
+                part = _part(model, text, generate, thinking=thinking)
+                yield orjson.dumps({**part, "done": False}) + b"\n"

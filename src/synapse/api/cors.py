@@ -1,0 +1,115 @@
+"""Cross-origin requests on the Ollama port, as Ollama answers them (OLLAMA_ORIGINS).
+
+Browser-based Ollama clients (web UIs, editor webviews, desktop apps) call the Ollama port
+from their own origin. Ollama allows loopback origins and app schemes by default and more
+through OLLAMA_ORIGINS; Synapse does the same, with `synapse_settings.ollama_origins` for
+the additions. A pattern may hold one `*` (any text there); `*` alone allows every origin.
+An origin outside the list gets 403, as from Ollama.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from synapse.api.context import GATEWAY
+from synapse.api.middleware import Handler
+from synapse.api.protocol import json_response
+
+LOOPBACK_ORIGINS = tuple(
+    f"{scheme}://{host}{port}"
+    for host in ("localhost", "127.0.0.1", "0.0.0.0")
+    for scheme in ("http", "https")
+    for port in ("", ":*")
+)
+DEFAULT_ORIGINS = (
+    *LOOPBACK_ORIGINS,
+    "app://*",
+    "file://*",
+    "tauri://*",
+    "vscode-webview://*",
+    "vscode-file://*",
+)
+
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+ALLOW_HEADERS = ", ".join(
+    [
+        "Authorization",
+        "Content-Type",
+        "User-Agent",
+        "Accept",
+        "X-Requested-With",
+        "X-Request-ID",
+        "X-Api-Key",
+        "OpenAI-Beta",
+        *(
+            f"x-stainless-{h}"
+            for h in (
+                "arch",
+                "async",
+                "custom-poll-interval",
+                "helper-method",
+                "lang",
+                "os",
+                "package-version",
+                "poll-helper",
+                "retry-count",
+                "runtime",
+                "runtime-version",
+                "timeout",
+            )
+        ),
+    ]
+)
+
+
+def matches(pattern: str, origin: str) -> bool:
+    pattern, origin = pattern.strip().lower().rstrip("/"), origin.lower()
+    if pattern == "*":
+        return True
+    head, star, tail = pattern.partition("*")
+    if not star:
+        return origin == pattern
+    return (
+        len(origin) >= len(head) + len(tail) and origin.startswith(head) and origin.endswith(tail)
+    )
+
+
+def allowed(request: web.Request, origin: str) -> bool:
+    if origin in (f"http://{request.host}", f"https://{request.host}"):
+        return True  # same origin: not a cross-origin request at all
+    extra = request.app[GATEWAY].router.config.settings.ollama_origins
+    return any(matches(p, origin) for p in (*DEFAULT_ORIGINS, *extra))
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses foreign origins and answers preflights, before the key is asked for."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return await handler(request)
+    if not allowed(request, origin):
+        return json_response(
+            {
+                "error": f"origin {origin} is not allowed: add it to "
+                "synapse_settings.ollama_origins (as OLLAMA_ORIGINS for Ollama)"
+            },
+            status=403,
+        )
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": "43200",
+            },
+        )
+    return await handler(request)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer to an allowed origin says so, streams and errors included."""
+    origin = request.headers.get("Origin")
+    if origin and allowed(request, origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
