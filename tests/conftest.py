@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-MASTER_KEY = "sk-test-master"
+MASTER_KEY = "sk-test-master-key"
 
 
 def free_port() -> int:
