@@ -76,6 +76,7 @@ class Gateway:
     ) -> None:
         self.port = free_port()
         self.ollama_port = free_port()
+        self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ollama_url = f"http://127.0.0.1:{self.ollama_port}"
         self.config_path = tmp / "config.yaml"
@@ -96,6 +97,8 @@ class Gateway:
                 str(self.port),
                 "--ollama-port",
                 str(self.ollama_port),
+                "--metrics-port",
+                str(self.metrics_port),
             ],
             cwd=ROOT,
             stdout=self._log,
@@ -107,7 +110,7 @@ class Gateway:
     @property
     def metrics_url(self) -> str:
         """Where this gateway serves Prometheus metrics."""
-        return self.url + "/metrics"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def log(self) -> str:
