@@ -15,6 +15,7 @@ from typing import IO
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from synapse import metrics
 from synapse.api import relay
@@ -89,6 +90,9 @@ async def read_upload(request: web.Request, limit: int, timeout: float) -> Uploa
     except (ValueError, AssertionError) as exc:  # aiohttp's multipart parser on bad framing
         upload.close()
         raise BadRequest(f"malformed multipart body: {exc}") from None
+    except HttpProcessingError as exc:  # a part's headers; its message quotes the raw bytes
+        upload.close()
+        raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
     except BaseException:
         upload.close()
         raise
