@@ -135,30 +135,27 @@ def _finish(request: web.Request, trace: Trace, status: int, started: float) -> 
     if "stream_error" in request:
         fields["stream_error"] = request["stream_error"]
     record(
+        trace,
         method=request.method,
         path=request.path,
         status=status,
-        request_id=trace.request_id,
         route=request["route"],
-        trace=trace,
         elapsed=time.perf_counter() - started,
         **fields,
     )
 
 
 def record(
+    trace: Trace,
     *,
     method: str,
     path: str,
     status: int,
-    request_id: str,
     route: str = "unmatched",
-    trace: Trace | None = None,
     elapsed: float = 0.0,
     **extra: object,
 ) -> None:
     """Count a request and write its one log line; also for requests aiohttp could not parse."""
-    trace = trace or Trace(request_id)
     group = trace.group or ""
     key = (group, trace.deployment or "", route, status)
     series = _SERIES.get(key)
@@ -171,7 +168,7 @@ def record(
     series[1].observe(elapsed)
     logs.REQUESTS.write(
         {
-            "request_id": request_id,
+            "request_id": trace.request_id,
             "method": method,
             "path": path,
             "status": status,

@@ -23,10 +23,12 @@ from aiohttp.web_protocol import RequestHandler
 from synapse.api.middleware import record
 from synapse.api.protocol import openai_error_body
 from synapse.errors import BadRequest, GatewayError
+from synapse.routing import Trace
 
 # Longer than the idle timeout of the proxies in front (Traefik: 90 s), so a proxy never sends
 # on a connection we are closing; a connection that never sends a byte is closed after it.
 IDLE_TIMEOUT = 120.0
+SERVER = "synapse"  # no version banner
 
 
 class _Handler(RequestHandler):
@@ -49,10 +51,10 @@ class _Handler(RequestHandler):
         self._head_timer = None
         if self._head_pending():
             record(
+                Trace(uuid.uuid4().hex),
                 method="",
                 path="",
                 status=408,
-                request_id=uuid.uuid4().hex,
                 error=f"request head not complete within {self.header_read_timeout:g} s",
             )
             self.force_close()
@@ -77,28 +79,20 @@ class _Handler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started, cannot send an error")
         kind = type(exc).__name__ if exc is not None else "error"
-        if status >= 500:
+        if status >= 500:  # our own bug (a handler raised): its traceback quotes no request
+            self.log_exception("unhandled error", exc_info=exc)
             error = GatewayError("internal error in the gateway")
         else:
             error = BadRequest(
                 f"malformed HTTP request ({kind}): {HTTPStatus(status).phrase}", status=status
             )
-        record(
-            method="",
-            path="",
-            status=status,
-            request_id=uuid.uuid4().hex,
-            error=f"malformed HTTP request ({kind})",
-        )
+        record(Trace(uuid.uuid4().hex), method="", path="", status=status, error=error.message)
         response = web.Response(
             body=openai_error_body(error), status=status, content_type="application/json"
         )
         response.headers["Server"] = SERVER
         response.force_close()
         return response
-
-
-SERVER = "synapse"
 
 
 class _Server(web.Server):
