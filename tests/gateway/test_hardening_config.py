@@ -106,6 +106,20 @@ def test_mistyped_secrets_are_described_not_printed(tmp_path: Path) -> None:
     assert SECRET not in checked.stderr and "sk-env-secret-value" not in checked.stderr
 
 
+def test_a_section_of_the_wrong_type_is_not_printed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model_list: [{model_name: m, litellm_params: {model: ollama/m}}]\n"
+        f"general_settings: [{{master_key: {SECRET}}}]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    assert err.value.problems == [
+        "general_settings: Input should be a valid dictionary or instance of GeneralSettings; "
+        "got a list"
+    ]
+
+
 def test_yaml_errors_name_the_place_not_the_line(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(f"general_settings:\n  master_key: {SECRET}: [\n")

@@ -104,6 +104,8 @@ def shown(where: str, value: object, from_env: set[str]) -> str:
         return "a value from the environment (not shown)"
     if where.rpartition(".")[2] in SECRET_KEYS:
         return "a secret value (not shown)"
+    if isinstance(value, dict | list):  # may hold secrets at keys below this one
+        return "a mapping" if isinstance(value, dict) else "a list"
     if isinstance(value, str) and "@" in value:
         try:
             parts = urlsplit(value)
