@@ -6,8 +6,9 @@
   header included) in its log and in the 400 body. Here the answer names only the kind of
   error, in JSON, and the request gets its log line like any other.
 
-Both hook into aiohttp's protocol class (`RequestHandler`); aiohttp is pinned exactly and
-tests/gateway/test_hardening_http.py fails if these hooks stop being called.
+Both hook into aiohttp's protocol class (`RequestHandler`, private attributes included);
+aiohttp is pinned exactly, and tests/gateway/test_hardening_headers.py (a key with a NUL) and
+test_hardening_bodies.py (a trickled head) fail if these hooks stop being called.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class _Handler(RequestHandler):
                 self._head_timer = self._loop.call_later(self.header_read_timeout, self._head_late)
         else:
             self._cancel_head_timer()
+
+    async def _handle_request(self, *args: Any, **kw: Any) -> Any:
+        self._cancel_head_timer()  # a head parsed in the same read as its body armed it
+        return await super()._handle_request(*args, **kw)
 
     def _head_pending(self) -> bool:
         """Bytes arrived and no request came of them yet (none parsed, none being handled)."""
