@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-MASTER_KEY = "sk-test-master"
+MASTER_KEY = "sk-test-master-key"
 # The Python that runs the gateway and stub backends: the compatibility tier's own venv holds
 # only the clients (tests/compat, `make test-compat`), so it points here at .venv's.
 PYTHON = os.environ.get("SYNAPSE_TEST_PYTHON", sys.executable)
@@ -81,6 +81,7 @@ class Gateway:
     ) -> None:
         self.port = free_port()
         self.ollama_port = free_port()
+        self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ollama_url = f"http://127.0.0.1:{self.ollama_port}"
         self.config_path = tmp / "config.yaml"
@@ -101,6 +102,8 @@ class Gateway:
                 str(self.port),
                 "--ollama-port",
                 str(self.ollama_port),
+                "--metrics-port",
+                str(self.metrics_port),
             ],
             cwd=ROOT,
             stdout=self._log,
@@ -112,7 +115,7 @@ class Gateway:
     @property
     def metrics_url(self) -> str:
         """Where this gateway serves Prometheus metrics."""
-        return self.url + "/metrics"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def log(self) -> str:

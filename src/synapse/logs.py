@@ -2,6 +2,8 @@
 
 The per-request line skips the logging module (record objects, handler locks, a flush per
 line): lines are buffered and written once per event-loop turn, so a burst costs one write.
+Field values come from callers (a model name, an id, a path): they are cut to
+`FIELD_LIMIT` characters and made valid UTF-8, so a line is never lost nor megabytes long.
 """
 
 from __future__ import annotations
@@ -13,6 +15,29 @@ import time
 
 import orjson
 
+FIELD_LIMIT = 1024
+ITEM_LIMIT = 32  # list items per field (errors of every attempt, say)
+
+
+def clean(value: object) -> object:
+    """A value safe and small to log: strings cut and re-encoded, containers bounded."""
+    if isinstance(value, str):
+        if len(value) > FIELD_LIMIT:
+            value = f"{value[:FIELD_LIMIT]}…({len(value)} chars)"
+        return _utf8(value)
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value[:ITEM_LIMIT]]
+    if isinstance(value, dict):
+        return {_utf8(str(k)[:FIELD_LIMIT]): clean(v) for k, v in list(value.items())[:ITEM_LIMIT]}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return clean(str(value))
+
+
+def _utf8(text: str) -> str:
+    """Undecodable header bytes arrive as lone surrogates, which orjson refuses: escape them."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -21,14 +46,14 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _utf8(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if fields:
-            entry.update(fields)
+            entry.update({k: clean(v) for k, v in fields.items()})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+            entry["exc"] = _utf8(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
 
 
 def setup(level: str = "INFO") -> None:
@@ -66,7 +91,7 @@ class RequestLog:
         }
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append(orjson.dumps(entry, default=str))
+        self._pending.append(orjson.dumps({k: clean(v) for k, v in entry.items()}))
 
     def flush(self) -> None:
         if self._pending:

@@ -128,7 +128,7 @@ def test_ollama_chat_is_translated_onto_llama_cpp(stack: Stack) -> None:
 
 
 def _fallbacks(stack: Stack) -> float:
-    text = httpx.get(stack.url + "/metrics", timeout=10).text
+    text = httpx.get(stack.metrics_url, timeout=10).text
     pattern = (
         r'^synapse_fallbacks_total\{[^}]*from_model="tiny-llama"[^}]*'
         r'to_model="tiny-llama-backup"[^}]*\} ([0-9.e+]+)$'

@@ -30,13 +30,13 @@ def check(path: Path, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("name", ["litellm-config.yaml", "local.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
-    result = check(ROOT / "config" / name, SYNAPSE_MASTER_KEY="x")
+    result = check(ROOT / "config" / name, SYNAPSE_MASTER_KEY="x" * 32)
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout and "warning" not in result.stderr
 
 
 def test_cluster_config_routes_as_the_plan_says() -> None:
-    config = load_config(ROOT / "config/litellm-config.yaml", {"SYNAPSE_MASTER_KEY": "k"})
+    config = load_config(ROOT / "config/litellm-config.yaml", {"SYNAPSE_MASTER_KEY": "k" * 32})
     assert config.groups["mxbai-embed-large"][0].provider == "ollama"
     gpu = config.groups["llama3.1-8b"][0]
     assert gpu.provider == "hosted_vllm" and "vllm-inference" in gpu.api_base
@@ -45,7 +45,7 @@ def test_cluster_config_routes_as_the_plan_says() -> None:
     assert config.aliases["llama3.1:8b"] == "llama3.1-8b"
     assert config.groups["whisper-large-v3"][0].mode == "audio_transcription"
     assert config.groups["piper-tts"][0].mode == "audio_speech"
-    assert config.master_key == "k"
+    assert config.master_key == "k" * 32
 
 
 def test_error_names_file_key_path_and_expectation(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The uploaded file is spooled once (memory up to 1 MiB, then a temporary file) while it is
 counted against `max_audio_bytes`; each attempt streams it to the backend from there, so
-retries and fallbacks work without holding the file twice.
+retries and fallbacks work without holding the file twice. Text fields are counted while they
+are read, the number of parts is capped, and encoded parts are refused (nothing is unpacked).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import IO
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from synapse import metrics
 from synapse.api import relay
 from synapse.api.context import Context
+from synapse.api.protocol import reading_body
 from synapse.backends import upstream
 from synapse.errors import BadRequest, PayloadTooLarge
 from synapse.routing.deployment import DeploymentState
@@ -25,6 +28,9 @@ from synapse.routing.deployment import DeploymentState
 SPOOL_IN_MEMORY = 1 << 20
 FIELD_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
+# OpenAI's transcription form has about a dozen fields (some repeated, like include[]).
+MAX_PARTS = 64
+_PLAIN_TRANSFER = frozenset({"", "binary", "8bit", "7bit"})
 
 
 class _Borrowed(io.RawIOBase):
@@ -72,36 +78,21 @@ class Upload:
         self.file.close()
 
 
-async def read_upload(request: web.Request, limit: int) -> Upload:
+async def read_upload(request: web.Request, limit: int, timeout: float) -> Upload:
     if request.content_type != "multipart/form-data":
         raise BadRequest("expected a multipart/form-data body with 'file' and 'model'")
     if request.content_length is not None and request.content_length > limit + FIELD_LIMIT:
         raise PayloadTooLarge(f"upload of {request.content_length} bytes exceeds {limit}")
     upload = Upload()
     try:
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, aiohttp.BodyPartReader) or not part.name:
-                continue
-            if part.name == "file":
-                upload.has_file = True
-                upload.filename = part.filename or upload.filename
-                upload.content_type = part.headers.get("Content-Type", upload.content_type)
-                while chunk := await part.read_chunk(CHUNK):
-                    upload.size += len(chunk)
-                    if upload.size > limit:
-                        raise PayloadTooLarge(
-                            f"audio file exceeds the limit of {limit} bytes", param="file"
-                        )
-                    upload.file.write(chunk)
-            else:
-                value = await part.read()
-                if len(value) > FIELD_LIMIT:
-                    raise BadRequest(f"form field {part.name!r} is too long", param=part.name)
-                upload.fields.append((part.name, value.decode("utf-8", "replace")))
+        async with reading_body(timeout):
+            await _read_parts(await request.multipart(), upload, limit)
     except (ValueError, AssertionError) as exc:  # aiohttp's multipart parser on bad framing
         upload.close()
         raise BadRequest(f"malformed multipart body: {exc}") from None
+    except HttpProcessingError as exc:  # a part's headers; its message quotes the raw bytes
+        upload.close()
+        raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
     except BaseException:
         upload.close()
         raise
@@ -112,6 +103,48 @@ async def read_upload(request: web.Request, limit: int) -> Upload:
         upload.close()
         raise BadRequest("'model' is required", param="model")
     return upload
+
+
+async def _read_parts(reader: aiohttp.MultipartReader, upload: Upload, limit: int) -> None:
+    parts = 0
+    async for part in reader:
+        parts += 1
+        if parts > MAX_PARTS:
+            raise BadRequest(f"multipart body has more than {MAX_PARTS} parts")
+        if not isinstance(part, aiohttp.BodyPartReader) or not part.name:
+            continue
+        _refuse_encoded(part)
+        if part.name == "file":
+            upload.has_file = True
+            upload.filename = part.filename or upload.filename
+            upload.content_type = part.headers.get("Content-Type", upload.content_type)
+            while chunk := await part.read_chunk(CHUNK):
+                upload.size += len(chunk)
+                if upload.size > limit:
+                    raise PayloadTooLarge(
+                        f"audio file exceeds the limit of {limit} bytes", param="file"
+                    )
+                upload.file.write(chunk)
+        else:
+            value = bytearray()
+            while chunk := await part.read_chunk(CHUNK):
+                value += chunk
+                if len(value) > FIELD_LIMIT:
+                    raise BadRequest(f"form field {part.name!r} is too long", param=part.name)
+            upload.fields.append((part.name, value.decode("utf-8", "replace")))
+
+
+def _refuse_encoded(part: aiohttp.BodyPartReader) -> None:
+    """As for whole bodies: a compressed or base64 part is refused, never unpacked."""
+    encoding = part.headers.get("Content-Encoding", "").strip().lower()
+    transfer = part.headers.get("Content-Transfer-Encoding", "").strip().lower()
+    if encoding not in ("", "identity") or transfer not in _PLAIN_TRANSFER:
+        raise BadRequest(
+            f"form part {part.name!r}: encoded parts are not supported; send them as is",
+            status=415,
+            code="unsupported_content_encoding",
+            param=part.name,
+        )
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
@@ -125,7 +158,7 @@ async def translations(request: web.Request) -> web.StreamResponse:
 async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse:
     ctx = Context.of(request)
     settings = ctx.settings
-    upload = await read_upload(request, settings.max_audio_bytes)
+    upload = await read_upload(request, settings.max_audio_bytes, settings.body_read_timeout)
     try:
         group = ctx.resolve(upload.field("model"))
         metrics.AUDIO_BYTES.labels(group, "in").inc(upload.size)

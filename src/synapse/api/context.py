@@ -34,7 +34,8 @@ class Context:
         return self.router.config.settings
 
     async def json(self) -> dict:
-        return await read_json(self.request, self.settings.max_body_bytes)
+        settings = self.settings
+        return await read_json(self.request, settings.max_body_bytes, settings.body_read_timeout)
 
     def resolve(self, model: object) -> str:
         self.trace.model = model if isinstance(model, str) else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,13 @@ from synapse.routing import Trace
 log = logging.getLogger("synapse.request")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Probes and scrapes: no key, no log line (they would drown the request log).
-QUIET_PATHS = frozenset({"/health/liveliness", "/health/readiness", "/metrics"})
-PUBLIC_PATHS = QUIET_PATHS | {"/", "/api/version"}
+# Probes: no key, no log line (they would drown the request log).
+QUIET_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
+# /metrics lives on the metrics listener only: here it is a plain 404, keyed or not.
+PUBLIC_PATHS = QUIET_PATHS | {"/", "/api/version", "/metrics"}
+# A caller's X-Request-ID is echoed in a header and the log: printable ASCII only, bounded.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+_IDENTITY = frozenset({"", "identity"})
 
 
 def make_middleware(
@@ -40,7 +45,7 @@ def make_middleware(
             return await handler(request)
         started = time.perf_counter()
         request["started"] = started
-        trace = Trace(request.headers.get("X-Request-ID", "")[:128] or uuid.uuid4().hex)
+        trace = Trace(request_id(request.headers.get("X-Request-ID")))
         request["trace"] = trace
         route = request.match_info.route.resource
         request["route"] = route.canonical if route is not None else "unmatched"
@@ -48,6 +53,7 @@ def make_middleware(
         try:
             if keyed and path not in PUBLIC_PATHS:
                 authenticate(request)
+            refuse_encoded_body(request)
             response = await handler(request)
             status = 499 if request.get("client_gone") else response.status
         except GatewayError as exc:
@@ -79,6 +85,28 @@ def make_middleware(
     return middleware
 
 
+def request_id(header: str | None) -> str:
+    """The caller's id when it is printable ASCII (at most 128 characters), else a fresh one."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def refuse_encoded_body(request: web.Request) -> None:
+    """415 for a compressed body: nothing is ever unpacked, so `max_body_bytes` bounds memory.
+
+    The OpenAI and Ollama SDKs never compress requests; a bounded decoder would be code and
+    CPU spent on no real client, and a way to turn small requests into large ones.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _IDENTITY:
+        raise BadRequest(
+            "Content-Encoding on request bodies is not supported; send the body uncompressed",
+            status=415,
+            code="unsupported_content_encoding",
+        )
+
+
 def authenticate(request: web.Request) -> None:
     key = request.app[GATEWAY].router.config.master_key
     if not key:
@@ -94,16 +122,46 @@ def has_master_key(request: web.Request, key: str | None) -> bool:
     if scheme.lower() != "bearer":
         # The Kubernetes API server's service proxy strips Authorization: ops tools use this.
         token = request.headers.get("X-Api-Key", "")
-    return hmac.compare_digest(token.strip().encode(), key.encode())
+    token = token.strip()
+    if not (token.isascii() and token.isprintable()):  # bytes the header decoder could not map
+        raise BadRequest("malformed API key: expected printable ASCII after 'Bearer '")
+    return hmac.compare_digest(token.encode(), key.encode())
 
 
 _SERIES: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
 
 
 def _finish(request: web.Request, trace: Trace, status: int, started: float) -> None:
-    elapsed = time.perf_counter() - started
+    fields: dict[str, object] = {}
+    if trace.backend_request_id not in (None, trace.request_id):
+        fields["backend_request_id"] = trace.backend_request_id
+    if trace.errors:
+        fields["errors"] = trace.errors
+    if "stream_error" in request:
+        fields["stream_error"] = request["stream_error"]
+    record(
+        trace,
+        method=request.method,
+        path=request.path,
+        status=status,
+        route=request["route"],
+        elapsed=time.perf_counter() - started,
+        **fields,
+    )
+
+
+def record(
+    trace: Trace,
+    *,
+    method: str,
+    path: str,
+    status: int,
+    route: str = "unmatched",
+    elapsed: float = 0.0,
+    **extra: object,
+) -> None:
+    """Count a request and write its one log line; also for requests aiohttp could not parse."""
     group = trace.group or ""
-    route = request["route"]
     key = (group, trace.deployment or "", route, status)
     series = _SERIES.get(key)
     if series is None:  # bounded: groups x deployments x routes x statuses
@@ -113,22 +171,18 @@ def _finish(request: web.Request, trace: Trace, status: int, started: float) -> 
         )
     series[0].inc()
     series[1].observe(elapsed)
-    fields: dict[str, object] = {
-        "request_id": trace.request_id,
-        "method": request.method,
-        "path": request.path,
-        "status": status,
-        "model": trace.model,
-        "group": trace.group,
-        "deployment": trace.deployment,
-        "latency_ms": round(elapsed * 1000, 2),
-        "retries": trace.retries,
-        "fallback": trace.fallback,
-    }
-    if trace.backend_request_id not in (None, trace.request_id):
-        fields["backend_request_id"] = trace.backend_request_id
-    if trace.errors:
-        fields["errors"] = trace.errors
-    if "stream_error" in request:
-        fields["stream_error"] = request["stream_error"]
-    logs.REQUESTS.write(fields)
+    logs.REQUESTS.write(
+        {
+            "request_id": trace.request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "model": trace.model,
+            "group": trace.group,
+            "deployment": trace.deployment,
+            "latency_ms": round(elapsed * 1000, 2),
+            "retries": trace.retries,
+            "fallback": trace.fallback,
+            **extra,
+        }
+    )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import orjson
 from aiohttp import web
 
 from synapse.errors import BadRequest, GatewayError, PayloadTooLarge
 
 JSON = "application/json"
+# orjson parses up to 1024 levels but serialises only 254: anything deeper than this is refused
+# at the door, with room left for the levels a translation adds.
+MAX_JSON_DEPTH = 128
 
 
 def is_ollama_path(path: str) -> bool:
@@ -37,31 +44,60 @@ def error_response(error: GatewayError, path: str) -> web.Response:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+@asynccontextmanager
+async def reading_body(timeout: float) -> AsyncIterator[None]:
+    """Bounds the time a body may take to arrive, and turns a broken one into a 400."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise BadRequest(
+            f"request body not received within {timeout:g} s", status=408, code="request_timeout"
+        ) from None
+    except web.RequestPayloadError as exc:  # bad chunked framing, body shorter than announced
+        raise BadRequest(f"malformed request body: {type(exc.__cause__ or exc).__name__}") from None
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The raw body, refusing more than `limit` bytes before or while reading it."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
-    if length is not None:
-        return await request.read()
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async with reading_body(timeout):
+        if length is not None:
+            return await request.read()
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
-async def read_json(request: web.Request, limit: int) -> dict:
-    raw = await read_body(request, limit)
+async def read_json(request: web.Request, limit: int, timeout: float) -> dict:
+    raw = await read_body(request, limit, timeout)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and too_deep(body, MAX_JSON_DEPTH):
+        raise BadRequest(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def too_deep(value: object, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: no recursion limit to hit)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))  # type: ignore[union-attr]
+    return False
 
 
 def json_response(data: object, status: int = 200) -> web.Response:

@@ -1,6 +1,8 @@
 """Load a config file: YAML → environment references → schema → resolved `Config`.
 
 Every problem is reported with the file, the key path and what was expected, all at once.
+Messages never quote a secret: values at secret key paths and values read from the
+environment are described, not shown (they reach logs on a failed hot reload).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,6 +23,9 @@ ENV_PREFIX = "os.environ/"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 _ROUTING_STRATEGIES = {None, "least-busy", "simple-shuffle"}
+SECRET_KEYS = frozenset({"master_key", "api_key"})
+# Shorter keys are placeholders or guessable; refusing them keeps a typo from opening the API.
+MIN_MASTER_KEY_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -44,33 +50,71 @@ def parse_config(text: str, path: Path, environ: Any) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"invalid YAML: {exc}"]) from exc
+        raise ConfigError(path, [_yaml_problem(exc)]) from None
     if not isinstance(raw, dict):
         raise ConfigError(path, ["expected a mapping at the top level (with a model_list key)"])
 
     missing: list[str] = []
-    raw = _resolve_env(raw, "", environ, missing)
+    from_env: set[str] = set()
+    raw = _resolve_env(raw, "", environ, missing, from_env)
     if missing:
         raise ConfigError(path, missing)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
-    return _resolve(parsed, path)
+        raise ConfigError(path, [_describe(err, from_env) for err in exc.errors()]) from None
+    return _resolve(parsed, path, from_env)
 
 
-def _resolve_env(node: Any, where: str, environ: Any, missing: list[str]) -> Any:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's own message quotes the offending line, which may hold a key: give its place."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"invalid YAML{where}: {problem}"
+
+
+def _resolve_env(
+    node: Any, where: str, environ: Any, missing: list[str], from_env: set[str]
+) -> Any:
+    """Substitute `os.environ/NAME` values; `from_env` collects the key paths substituted."""
     if isinstance(node, dict):
-        return {k: _resolve_env(v, _join(where, str(k)), environ, missing) for k, v in node.items()}
+        return {
+            k: _resolve_env(v, _join(where, str(k)), environ, missing, from_env)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_resolve_env(v, f"{where}[{i}]", environ, missing) for i, v in enumerate(node)]
+        return [
+            _resolve_env(v, f"{where}[{i}]", environ, missing, from_env) for i, v in enumerate(node)
+        ]
     if isinstance(node, str) and node.startswith(ENV_PREFIX):
         name = node.removeprefix(ENV_PREFIX)
         if name not in environ:
             missing.append(f"{where}: environment variable {name} is not set")
             return node
+        from_env.add(where)
         return environ[name]
     return node
+
+
+def shown(where: str, value: object, from_env: set[str]) -> str:
+    """How a config value may appear in a message: secrets and environment values are hidden,
+    URLs lose any `user:password@`."""
+    if where in from_env:
+        return "a value from the environment (not shown)"
+    if where.rpartition(".")[2] in SECRET_KEYS:
+        return "a secret value (not shown)"
+    if isinstance(value, dict | list):  # may hold secrets at keys below this one
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str) and "@" in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return "a URL with credentials (not shown)"
+        if parts.username is not None or parts.password is not None:
+            netloc = parts.netloc.rpartition("@")[2]
+            return repr(parts._replace(netloc=f"***@{netloc}").geturl())
+    return repr(value)
 
 
 def _join(where: str, key: str) -> str:
@@ -84,16 +128,16 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(err: Any) -> str:
-    loc = tuple(p for p in err["loc"] if p not in ("str", "AliasTarget"))
+def _describe(err: Any, from_env: set[str]) -> str:
+    where = _location(tuple(p for p in err["loc"] if p not in ("str", "AliasTarget")))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key (synapse_settings is strict; check the spelling)"
     elif err["type"] == "missing":
         msg = "required key is missing"
-    elif "input" in err and err["type"] not in ("value_error",):
-        msg = f"{msg}; got {err['input']!r}"
-    return f"{_location(loc)}: {msg}"
+    elif "input" in err:
+        msg = f"{msg}; got {shown(where, err['input'], from_env)}"
+    return f"{where}: {msg}"
 
 
 def _unknown_keys(model: BaseModel, where: str) -> Iterator[str]:
@@ -122,8 +166,27 @@ def _warnings(parsed: ConfigFile) -> list[str]:
     return found
 
 
-def _resolve(parsed: ConfigFile, path: Path) -> Config:
-    problems: list[str] = []
+def _master_key_problems(parsed: ConfigFile) -> list[str]:
+    """Fail closed: a key that is set but empty or short is an error, never "auth off"."""
+    general = parsed.general_settings
+    key_is_set = "master_key" in general.model_fields_set
+    length = len((general.master_key or "").strip())
+    problems = []
+    if key_is_set and length < MIN_MASTER_KEY_LENGTH:
+        problems.append(
+            f"general_settings.master_key: expected a key of at least {MIN_MASTER_KEY_LENGTH} "
+            f"characters; got {f'{length} characters' if length else 'an empty value'} "
+            "(remove the key to serve without one)"
+        )
+    if parsed.synapse_settings.ollama_requires_key and not key_is_set:
+        problems.append(
+            "synapse_settings.ollama_requires_key: expected general_settings.master_key to be set"
+        )
+    return problems
+
+
+def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
+    problems = _master_key_problems(parsed)
     router = parsed.router_settings
     groups: dict[str, list[Deployment]] = {}
     ids: set[str] = set()
@@ -137,9 +200,10 @@ def _resolve(parsed: ConfigFile, path: Path) -> Config:
         if not api_base:
             problems.append(f"model_list[{i}].litellm_params.api_base: required for {provider}/")
         if provider in ("ollama", "ollama_chat") and api_base.endswith("/v1"):
+            where = f"model_list[{i}].litellm_params.api_base"
             problems.append(
-                f"model_list[{i}].litellm_params.api_base: the Ollama server's root URL is "
-                f"expected, without /v1; got {params.api_base!r}"
+                f"{where}: the Ollama server's root URL is expected, without /v1; "
+                f"got {shown(where, params.api_base, from_env)}"
             )
         group = groups.setdefault(entry.model_name, [])
         dep_id = entry.model_info.id or f"{entry.model_name}#{len(group)}"

@@ -7,6 +7,7 @@ about each one so nothing is silently misread. `synapse_settings` is ours and st
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -32,16 +33,26 @@ class LiteLLMParams(_LiteLLMSection):
         provider, _, backend_model = value.partition("/")
         if provider not in PROVIDERS or not backend_model:
             raise ValueError(
-                f"expected '<provider>/<backend model>' with provider one of "
-                f"{', '.join(PROVIDERS)}; got {value!r}"
+                f"expected '<provider>/<backend model>' with provider one of {', '.join(PROVIDERS)}"
             )
         return value
 
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL; got {value!r}")
+        """A URL aiohttp would mangle or refuse at request time is refused here, at load."""
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("expected a URL without whitespace or control characters")
+        try:
+            host = urlsplit(value).hostname
+        except ValueError as exc:
+            raise ValueError(f"expected a valid URL ({exc})") from None
+        if not host:
+            raise ValueError("expected a URL with a host, e.g. http://ollama:11434")
         return value
 
 
@@ -86,6 +97,9 @@ class SynapseSettings(BaseModel):
     ollama_requires_key: bool = False
     # Browser origins the Ollama port accepts besides Ollama's defaults (OLLAMA_ORIGINS syntax).
     ollama_origins: list[str] = []
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    header_read_timeout: float = Field(default=10.0, gt=0)
+    body_read_timeout: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     audio_timeout: float = Field(default=900.0, gt=0)

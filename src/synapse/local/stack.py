@@ -59,6 +59,7 @@ class Stack:
         self.ollama_models: list[dict[str, Any]] | None = None
         self.gateway_port = 0
         self.ollama_port = 0
+        self.metrics_port = 0
         self.config: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.error: Exception | None = None
@@ -70,6 +71,10 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def ollama_compat_url(self) -> str:
@@ -102,6 +107,7 @@ class Stack:
             "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", "{port}",
             "--ollama-port", str(self.ollama_port),
+            "--metrics-port", str(self.metrics_port),
         )  # fmt: skip
         return EngineSpec("gateway", self.gateway_port, "/health/readiness", argv, {}, 60.0)
 
@@ -130,6 +136,7 @@ class Stack:
             # 11434 as Ollama clients expect, unless a real Ollama has it
             self.ollama_port = next((p for p in (11434, 11435) if port_is_free(p)), free_port())
         self.gateway_port = opts.port or free_port()
+        self.metrics_port = free_port()  # 9090 may be taken on a developer's machine
         if not port_is_free(self.gateway_port):
             raise StartError(f"port {self.gateway_port} is busy: pass --port N (or --port 0)")
 
@@ -160,6 +167,7 @@ class Stack:
         return {
             "gateway": self.url,
             "ollama_compatible": self.ollama_compat_url,
+            "metrics": self.metrics_url,
             "config": str(self.config_path),
             "models": profile.model_names(self.config) if self.config else [],
             "ollama": self.opts.ollama_url if self.ollama_models is not None else None,

@@ -1,4 +1,4 @@
-"""Assembles the two listeners' applications from the API modules."""
+"""Assembles the listeners' applications from the API modules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from synapse.api import audio, cors, health, ollama, openai, responses
 from synapse.api.context import GATEWAY
 from synapse.api.middleware import make_middleware
 from synapse.server.gateway import Gateway
+from synapse.server.listener import no_banner
 
 # Request bodies are bounded by our own reader (per-route limits, hot-reloadable).
 _NO_AIOHTTP_LIMIT = 1 << 40
@@ -22,10 +23,19 @@ def _app(gateway: Gateway, *, keyed: bool, browser: bool = False) -> web.Applica
     if browser:
         app.on_response_prepare.append(cors.add_headers)
     app[GATEWAY] = gateway
+    app.on_response_prepare.append(no_banner)
     app.router.add_get("/health/liveliness", health.liveliness)
     app.router.add_get("/health/readiness", health.readiness)
-    app.router.add_get("/metrics", health.prometheus)
     ollama.add_routes(app.router)
+    return app
+
+
+def metrics_app() -> web.Application:
+    """Its own port, so the Ingress (which forwards every path of the main port) cannot
+    expose it; only Prometheus is let in by the NetworkPolicy."""
+    app = web.Application()
+    app.on_response_prepare.append(no_banner)
+    app.router.add_get("/metrics", health.prometheus)
     return app
 
 

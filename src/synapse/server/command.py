@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="also serve the Ollama API here (overrides synapse_settings.ollama_port; 0 = off)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics here only (overrides synapse_settings.metrics_port, 9090; 0 = off)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -30,12 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     logs.setup(config.settings.log_level)
-    ollama_port = config.settings.ollama_port if args.ollama_port is None else args.ollama_port
+    settings = config.settings
+    ollama_port = settings.ollama_port if args.ollama_port is None else args.ollama_port
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(Gateway(config), args.host, args.port, ollama_port or None))
+    runner(serve(Gateway(config), args.host, args.port, ollama_port or None, metrics_port or None))
     return 0

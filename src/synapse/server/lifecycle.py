@@ -18,8 +18,9 @@ from aiohttp import web
 
 from synapse import logs
 from synapse.health.checker import run_forever as health_checks
-from synapse.server.app import main_app, ollama_app
+from synapse.server.app import main_app, metrics_app, ollama_app
 from synapse.server.gateway import Gateway
+from synapse.server.listener import Runner
 
 log = logging.getLogger("synapse")
 
@@ -45,16 +46,22 @@ async def watch_config(gateway: Gateway) -> None:
             gateway.reload(path)
 
 
-async def serve(gateway: Gateway, host: str, port: int, ollama_port: int | None) -> None:
+async def serve(
+    gateway: Gateway, host: str, port: int, ollama_port: int | None, metrics_port: int | None
+) -> None:
     settings = gateway.config.settings
     await gateway.start()
     runners: list[web.AppRunner] = []
     listeners = [(main_app(gateway), port, "openai")]
     if ollama_port:
         listeners.append((ollama_app(gateway), ollama_port, "ollama"))
+    if metrics_port:
+        listeners.append((metrics_app(), metrics_port, "metrics"))
     for app, listen_port, name in listeners:
-        runner = web.AppRunner(
+        runner = Runner(
             app,
+            header_read_timeout=settings.header_read_timeout,
+            auto_decompress=False,  # request bodies are never unpacked (415 if encoded)
             handler_cancellation=True,
             access_log=None,
             shutdown_timeout=settings.shutdown_grace,
