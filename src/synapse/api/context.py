@@ -78,5 +78,6 @@ class Context:
             data=payload,
             headers=base,
             timeout=self.timeout(state, streaming=streaming, total=total),
+            limit=self.settings.max_response_bytes,
             method=method,
         )

@@ -19,6 +19,7 @@ from synapse.api.context import Context
 from synapse.api.middleware import has_master_key
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
+from synapse.backends.upstream import ResponseTooLarge
 from synapse.errors import (
     BadGateway,
     BadRequest,
@@ -34,6 +35,8 @@ from synapse.translate import embeddings as embed_tr
 
 # The Ollama API version Synapse's answers follow (clients gate features on it).
 OLLAMA_API_VERSION = "0.12.0"
+# An Ollama model list is ~1 KiB per model: a backend's list larger than this is refused.
+TAGS_LIMIT = 1 << 20
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -94,8 +97,9 @@ async def _backend_tags(ctx: Context) -> dict[tuple[str, str], dict]:
             async with ctx.gateway.http.get(
                 base + "/api/tags", timeout=aiohttp.ClientTimeout(total=2)
             ) as response:
-                models = (await response.json()).get("models") or []
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+                raw = await upstream.read_bounded(response, TAGS_LIMIT)
+                models = orjson.loads(raw).get("models") or []
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
             return []
         return [((base, tag_name(m.get("name", ""))), m) for m in models if isinstance(m, dict)]
 
@@ -174,7 +178,7 @@ async def show(request: web.Request) -> web.StreamResponse:
             return await ctx.send(state, d.ollama_base + "/api/show", payload)
 
         up = await ctx.router.run(group, attempt, ctx.trace)
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
     entry = _model_entry(group, ctx.router, group, chat_tr.now_iso())
     capability = "embedding" if dep.mode == "embedding" else "completion"
     return json_response(
@@ -267,11 +271,11 @@ async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamRespo
     if native:
         if streaming:
             return await relay.relay_ndjson(request, up, ctx.trace)
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
     if streaming:
         source = chat_tr.sse_to_ndjson(up.lines(), str(model), timing, generate=generate)
         return await relay.relay_ndjson(request, up, ctx.trace, source=source)
-    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+    raw = await relay.read_all(up)
     relay.record_usage(ctx.trace.group or "", raw)
     try:
         answer = chat_tr.chat_response(orjson.loads(raw), str(model), timing, generate=generate)
@@ -321,8 +325,8 @@ async def _embed(
     if up.status >= 400:
         raise await _error_from(up, ctx)
     if native:
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
-    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
+    raw = await relay.read_all(up)
     try:
         answer = orjson.loads(raw)
         vectors = embed_tr.openai_vectors(answer)

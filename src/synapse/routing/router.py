@@ -113,6 +113,16 @@ class Router:
             return None
         return best[0] if len(best) == 1 else random.choice(best)
 
+    def _none_healthy(self, group: str, tried: set[str]) -> str:
+        """Why no deployment of `group` may take a request: each one's last failure."""
+        why = [
+            f"{s.id}: {s.failure_text() or 'circuit open'}"
+            for s in self._by_group[group]
+            if s.id not in tried
+        ]
+        detail = f" ({'; '.join(why)})" if why else ""
+        return f"no healthy deployment for {group!r}{detail}"
+
     # -- execution -----------------------------------------------------------------------
     async def run(
         self,
@@ -136,7 +146,7 @@ class Router:
             for attempt_no in range(config.num_retries + 1):
                 state = self.pick(current, tried)
                 if state is None:
-                    errors.append(Unavailable(f"no healthy deployment for {current!r}"))
+                    errors.append(Unavailable(self._none_healthy(current, tried)))
                     break
                 if attempt_no:
                     trace.retries += 1
@@ -155,7 +165,7 @@ class Router:
                 except Retryable as exc:
                     state.release()
                     if exc.status != 429:  # a busy backend is not a broken one
-                        state.record(ok=False)
+                        state.record(ok=False, reason=exc.reason)
                     trace.errors.append(exc.message)
                     errors.append(exc)
                     continue
