@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp.connector import Connection
 
 if TYPE_CHECKING:
     from synapse.routing.deployment import DeploymentState
@@ -136,18 +137,9 @@ class Upstream:
         return split_lines(self.response.content.iter_any(), self.limit)
 
     def release(self) -> None:
-        """Give the connection back for reuse, unless the exchange may have left it dirty.
-
-        A backend that answers an error before reading the request body may leave that
-        body unread on the connection, to be parsed as the next request: after an error
-        answer the connection is closed instead (errors are rare; a reconnect is cheap).
-        """
         if not self._released:
             self._released = True
-            if self.response.status >= 400:
-                self.response.close()
-            else:
-                self.response.release()
+            self.response.release()
             self.state.release()
 
     def finish(self) -> None:
@@ -187,6 +179,25 @@ class Upstream:
             self.release()
 
 
+class _Response(aiohttp.ClientResponse):
+    """A response whose connection is never reused after an error answer.
+
+    A backend that answers an error before reading the request body can leave that body
+    unread on a keep-alive connection, to be parsed as the next request (whoever sends it
+    gets a 501 with an HTML page). Errors are rare and a reconnect is cheap, so after any
+    error answer the connection is closed instead of going back to the pool.
+    """
+
+    async def start(self, connection: Connection) -> _Response:
+        protocol = connection.protocol
+        await super().start(connection)
+        if self.status >= 400 and protocol is not None:
+            protocol.force_close()  # closed, not pooled, when released
+            if self.connection is None:  # a short answer was read whole and already pooled
+                protocol.close()  # the pool drops closing connections
+        return self
+
+
 def new_session(connect_timeout: float, per_backend: int) -> aiohttp.ClientSession:
     """One pool for all backends, at most `per_backend` connections to each host:port."""
     connector = aiohttp.TCPConnector(
@@ -194,6 +205,7 @@ def new_session(connect_timeout: float, per_backend: int) -> aiohttp.ClientSessi
     )
     return aiohttp.ClientSession(
         connector=connector,
+        response_class=_Response,
         cookie_jar=aiohttp.DummyCookieJar(),  # backends set no cookies worth keeping
         timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout),
         auto_decompress=False,  # answers are asked for, and checked to be, identity-encoded
@@ -203,15 +215,17 @@ def new_session(connect_timeout: float, per_backend: int) -> aiohttp.ClientSessi
 
 
 def connections_per_backend(parallel: Iterable[tuple[str, int | None]], floor: int) -> int:
-    """A per-host connection cap above the sum of max_parallel_requests sharing a host.
+    """The per-host connection cap: `floor`, raised to above the declared parallelism.
 
-    `parallel` is (host:port, max_parallel_requests) per deployment; unbounded deployments
-    count as `floor`.
+    `parallel` is (host:port, max_parallel_requests) per deployment. Deployments sharing a
+    host add up; the headroom keeps health checks and /api/tags from queueing behind
+    requests that use every slot.
     """
     per_host: dict[str, int] = {}
     for host, limit in parallel:
-        per_host[host] = per_host.get(host, 0) + (limit or floor)
-    return max([floor, *per_host.values()]) + CONNECTION_HEADROOM
+        if limit is not None:
+            per_host[host] = per_host.get(host, 0) + limit
+    return max([floor, *(n + CONNECTION_HEADROOM for n in per_host.values())])
 
 
 def encoding_refused(response: aiohttp.ClientResponse) -> str | None:
