@@ -25,6 +25,9 @@ Hostile modes (a backend that is broken or malicious, for the gateway's bounds):
               `context_len` numbers (legal: real Ollama sends this, often over 512 KiB)
   huge_tags   GET /api/tags streams an endless model list (counted in `tags_bytes`)
 
+`done_delay` (seconds) holds an SSE stream open after `data: [DONE]`, as a server may
+before it ends the chunked body.
+
 `/_stats` also reports `max_active`, the most requests handled at once (connections in use).
 """
 
@@ -261,6 +264,7 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
             )
         )
     await response.write(b"data: [DONE]\n\n")
+    await asyncio.sleep(float(STATE.get("done_delay", 0.0)))  # type: ignore[arg-type]
     await response.write_eof()
     return response
 

@@ -23,8 +23,9 @@ from synapse.errors import BadGateway, GatewayTimeout
 from synapse.routing import Trace
 from synapse.translate.embeddings import backend_error
 
-SSE_DONE = b"data: [DONE]"
-NDJSON_DONE = b'"done":true'
+# End markers: a stream is complete once one has been relayed.
+SSE_DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]")
+NDJSON_DONE = re.compile(rb'"done"\s*:\s*true')
 
 
 class IncompleteStream(Exception):
@@ -99,7 +100,7 @@ async def stream(
     *,
     content_type: str,
     source: AsyncIterator[bytes],
-    done_marker: bytes | None,
+    done_marker: re.Pattern[bytes] | None,
     error_frame: Callable[[str], bytes] | None,
     on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
@@ -141,10 +142,11 @@ async def stream(
                 on_chunk(chunk)
             await _send(response, chunk, write_timeout)
             if done_marker is not None:
-                tail = (tail + chunk)[-512:] if len(chunk) < 512 else chunk[-512:]
-                if done_marker in tail.replace(b" ", b""):
+                window = tail + chunk  # a marker may straddle two chunks
+                if done_marker.search(window):
                     delivered = True
                     break
+                tail = window[-64:]
         if done_marker is not None and not delivered:
             raise IncompleteStream("the backend closed the stream before its end marker")
     except ClientGone as exc:
@@ -229,7 +231,7 @@ async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.Str
         trace,
         content_type="text/event-stream",
         source=up.chunks(),
-        done_marker=SSE_DONE.replace(b" ", b""),
+        done_marker=SSE_DONE,
         error_frame=sse_error,
         on_chunk=usage,
     )
@@ -240,13 +242,13 @@ async def relay_ndjson(
     up: Upstream,
     trace: Trace,
     source: AsyncIterator[bytes] | None = None,
-    done_marker: bytes = NDJSON_DONE,
+    done_marker: bytes | re.Pattern[bytes] = NDJSON_DONE,
 ) -> web.StreamResponse:
     """An Ollama NDJSON stream: the backend's own, or `source` translated from SSE."""
     group = trace.group or ""
 
     def usage(chunk: bytes) -> None:
-        if b'"done":true' in chunk.replace(b" ", b""):
+        if NDJSON_DONE.search(chunk):
             for line in chunk.split(b"\n"):
                 if b'"eval_count"' in line:
                     try:
@@ -261,7 +263,9 @@ async def relay_ndjson(
         trace,
         content_type="application/x-ndjson",
         source=source or up.lines(),
-        done_marker=done_marker,
+        done_marker=re.compile(re.escape(done_marker))
+        if isinstance(done_marker, bytes)
+        else done_marker,
         error_frame=ndjson_error,
         on_chunk=usage,
     )
