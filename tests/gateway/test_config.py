@@ -111,15 +111,12 @@ router_settings: {routing_strategy: usage-based-routing-v2, enable_pre_call_chec
 
 
 def test_synapse_settings_are_strict(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        """
+    path = write(tmp_path, """
 model_list:
   - model_name: a
     litellm_params: {model: ollama/a}
 synapse_settings: {ollama_prot: 1}
-""",
-    )
+""")
     with pytest.raises(ConfigError) as err:
         load_config(path, {})
     text = str(err.value)
