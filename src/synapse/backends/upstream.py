@@ -62,7 +62,7 @@ def reason(exc: BaseException) -> str:
             return "connection refused"
         return f"cannot connect ({os_error.strerror or type(os_error).__name__})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "connection closed before an answer"
+        return "connection closed by the backend"
     if isinstance(exc, aiohttp.ClientOSError):
         return f"network error ({exc.strerror or type(exc).__name__})"
     return type(exc).__name__
