@@ -7,6 +7,8 @@ Real gateway and stub backend processes on loopback; raw sockets where clients m
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 
@@ -25,6 +27,11 @@ def wait_for(check, timeout: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
 
 
 def endpoints(gw) -> dict[str, dict]:
@@ -170,8 +177,13 @@ def test_aborted_queued_requests_never_reach_the_backend(make_gateway, rounds: i
                 clients.append(socket.create_connection(("127.0.0.1", gw.port)))
                 clients[-1].sendall(raw)
             wait_for(lambda: endpoints(gw)["vllm-chat"]["queued"] == 8)
+            # All clients leave at once, as the gateway sees it: it is stopped while they
+            # close, so the served request's slot is handed over as the waiters are cancelled.
+            os.kill(gw.proc.pid, signal.SIGSTOP)
+            wait_for(lambda: process_state(gw.proc.pid) == "T")
             for client in clients:  # the one being served first, then every queued one
                 client.close()
+            os.kill(gw.proc.pid, signal.SIGCONT)
             wait_for(lambda: endpoints(gw)["vllm-chat"]["in_flight"] == 0)
             assert endpoints(gw)["vllm-chat"]["queued"] == 0
             time.sleep(0.3)
