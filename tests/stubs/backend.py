@@ -15,6 +15,20 @@ and generate with a final `done: true` line). Behaviour is switched at run time 
   fail_once   answer 503 once, then behave as ok
   error400    answer 400 (a client error: never retried)
   error400_empty  answer 400 with an empty body (as llama.cpp's server can)
+
+Hostile modes (a backend that is broken or malicious, for the gateway's bounds):
+
+  gzip        non-streamed answers are a gzip body that unpacks to `gzip_mib` MiB
+  endless     SSE streams never end (64 KiB deltas), until the reader goes away
+  bad_frames  SSE streams carry a frame of the wrong shape (`data: [1, 2]`)
+  long_line   Ollama NDJSON streams end with a final line carrying a `context` array of
+              `context_len` numbers (legal: real Ollama sends this, often over 512 KiB)
+  huge_tags   GET /api/tags streams an endless model list (counted in `tags_bytes`)
+
+`done_delay` (seconds) holds an SSE stream open after `data: [DONE]`, as a server may
+before it ends the chunked body.
+
+`/_stats` also reports `max_active`, the most requests handled at once (connections in use).
 """
 
 from __future__ import annotations
@@ -22,16 +36,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import hashlib
 import math
 import struct
 import time
+import zlib
 from array import array
 
 import orjson
 from aiohttp import web
 
-STATE: dict[str, object] = {"mode": "ok", "delay": 0.0, "calls": 0, "audio_bytes": 0}
+STATE: dict[str, object] = {
+    "mode": "ok",
+    "delay": 0.0,
+    "calls": 0,
+    "audio_bytes": 0,
+    "active": 0,
+    "max_active": 0,
+}
 WORDS = ["Hello", " from", " the", " stub", " backend", "."]
 DIM = 8
 
@@ -71,11 +94,39 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
         )
     if mode == "busy":
         return web.json_response({"error": {"message": "busy"}}, status=429)
+    if mode == "gzip":
+        return web.Response(
+            body=gzip_bomb(int(STATE.get("gzip_mib", 256))),  # type: ignore[call-overload]
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
     if mode == "hang":
         await asyncio.sleep(3600)
     if mode == "slow":
         await asyncio.sleep(float(STATE["delay"]))  # type: ignore[arg-type]
     return None
+
+
+@functools.cache
+def gzip_bomb(mib: int) -> bytes:
+    """A valid gzip of a JSON chat answer padded to `mib` MiB (about 1000:1)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(b'{"object": "chat.completion", "padding": "')]
+    block = b"a" * (1 << 20)
+    parts += [packer.compress(block) for _ in range(mib)]
+    parts.append(packer.compress(b'", "choices": []}') + packer.flush())
+    return b"".join(parts)
+
+
+@web.middleware
+async def count_active(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/_"):
+        return await handler(request)
+    STATE["active"] = int(STATE["active"]) + 1  # type: ignore[call-overload]
+    STATE["max_active"] = max(int(STATE["max_active"]), int(STATE["active"]))  # type: ignore[call-overload]
+    try:
+        return await handler(request)
+    finally:
+        STATE["active"] = int(STATE["active"]) - 1  # type: ignore[call-overload]
 
 
 def json(data: object, status: int = 200) -> web.Response:
@@ -260,6 +311,15 @@ async def _sse(request: web.Request, body: dict, cid: str, created: int) -> web.
         return b"data: " + orjson.dumps(data) + b"\n\n"
 
     await response.write(chunk({"role": "assistant", "content": ""}))
+    if STATE["mode"] == "bad_frames":
+        await response.write(b"data: [1, 2]\n\n")
+    if STATE["mode"] == "endless":
+        try:
+            while True:
+                await response.write(chunk({"content": "x" * 65536}))
+        except ConnectionError:
+            STATE["disconnects"] = int(STATE.get("disconnects", 0)) + 1  # type: ignore[call-overload]
+            return response
     if _thinks(body):
         await response.write(chunk({"reasoning_content": THOUGHT}))
     if calls := _tool_calls(body):
@@ -307,6 +367,7 @@ async def _sse_end(response: web.StreamResponse, body: dict, chunk) -> None:  # 
             )
         )
     await response.write(b"data: [DONE]\n\n")
+    await asyncio.sleep(float(STATE.get("done_delay", 0.0)))  # type: ignore[arg-type]
     await response.write_eof()
 
 
@@ -522,7 +583,9 @@ async def ollama_root(request: web.Request) -> web.Response:
     return web.Response(text="Ollama is running")
 
 
-async def ollama_tags(request: web.Request) -> web.Response:
+async def ollama_tags(request: web.Request) -> web.StreamResponse:
+    if STATE["mode"] == "huge_tags":
+        return await _huge_tags(request)
     names = str(STATE.get("models", "mxbai-embed-large:latest,llama3.1:8b")).split(",")
     return json(
         {
@@ -577,6 +640,21 @@ async def ollama_ps(request: web.Request) -> web.Response:
         for name, m in _loaded().items()
     ]
     return json({"models": models})
+
+
+async def _huge_tags(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    entry = orjson.dumps({"name": "x" * 1000, "model": "x", "size": 1}) + b","
+    block = entry * 1024
+    STATE["tags_bytes"] = 0
+    try:
+        await response.write(b'{"models": [')
+        while True:
+            await response.write(block)
+            STATE["tags_bytes"] = int(STATE["tags_bytes"]) + len(block)  # type: ignore[call-overload]
+    except ConnectionError:
+        return response
 
 
 async def ollama_embed(request: web.Request) -> web.StreamResponse:
@@ -654,6 +732,8 @@ async def ollama_chat(request: web.Request) -> web.StreamResponse:
             )
             + b"\n"
         )
+    if STATE["mode"] == "long_line":
+        final["context"] = list(range(int(STATE.get("context_len", 200_000))))  # type: ignore[call-overload]
     await response.write(
         orjson.dumps({"model": body["model"], "created_at": now(), key: part(""), **final}) + b"\n"
     )
@@ -705,7 +785,7 @@ async def ollama_pull(request: web.Request) -> web.StreamResponse:
 
 
 def build(kind: str) -> web.Application:
-    app = web.Application(client_max_size=1 << 30)
+    app = web.Application(client_max_size=1 << 30, middlewares=[count_active])
     app.router.add_post("/_control", control)
     app.router.add_get("/_stats", stats)
     if kind == "openai":

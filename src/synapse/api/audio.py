@@ -174,10 +174,11 @@ async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse
                 data=upload.form(dep.backend_model),
                 headers=headers,
                 timeout=ctx.timeout(state, total=max(dep.timeout, settings.audio_timeout)),
+                limit=settings.max_response_bytes,
             )
 
         up = await ctx.router.run(group, attempt, ctx.trace)
-        return await relay.passthrough(up, ctx.trace, settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
     finally:
         upload.close()
 

@@ -41,6 +41,7 @@ class Context:
         self.trace.model = model if isinstance(model, str) else None
         group = self.router.require(model)
         self.trace.group = group
+        self.router.check_mode(str(model), group, self.request.path)
         return group
 
     def timeout(
@@ -79,5 +80,6 @@ class Context:
             data=payload,
             headers=base,
             timeout=self.timeout(state, streaming=streaming, total=total),
+            limit=self.settings.max_response_bytes,
             method=method,
         )

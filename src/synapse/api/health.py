@@ -27,7 +27,9 @@ async def health(request: web.Request) -> web.Response:
     router = request.app[GATEWAY].router
     deployments = [state.snapshot() for state in router.states.values()]
     for item in deployments:
-        item["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item["since"]))  # type: ignore[arg-type]
+        item["since"] = _iso(item["since"])  # type: ignore[arg-type]
+        if isinstance(failure := item["last_failure"], dict):
+            failure["at"] = _iso(failure["at"])
     healthy = [d for d in deployments if d["state"] != "open"]
     unhealthy = [d for d in deployments if d["state"] == "open"]
     return json_response(
@@ -38,6 +40,10 @@ async def health(request: web.Request) -> web.Response:
             "unhealthy_endpoints": unhealthy,
         }
     )
+
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
 async def prometheus(request: web.Request) -> web.Response:

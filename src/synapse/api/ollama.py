@@ -20,6 +20,7 @@ from synapse.api.context import Context
 from synapse.api.middleware import has_master_key
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
+from synapse.backends.upstream import ResponseTooLarge
 from synapse.config.model import Deployment
 from synapse.errors import (
     BadGateway,
@@ -36,6 +37,8 @@ from synapse.translate import embeddings as embed_tr
 
 # The Ollama API version Synapse's answers follow (clients gate features on it).
 OLLAMA_API_VERSION = "0.12.0"
+# An Ollama model list is ~1 KiB per model: a backend's list larger than this is refused.
+TAGS_LIMIT = 1 << 20
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -99,8 +102,9 @@ async def _backend_tags(ctx: Context, path: str = "/api/tags") -> dict[tuple[str
             async with ctx.gateway.http.get(
                 base + path, timeout=aiohttp.ClientTimeout(total=2)
             ) as response:
-                models = (await response.json()).get("models") or []
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+                raw = await upstream.read_bounded(response, TAGS_LIMIT)
+                models = orjson.loads(raw).get("models") or []
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
             return []
         return [((base, tag_name(m.get("name", ""))), m) for m in models if isinstance(m, dict)]
 
@@ -179,6 +183,7 @@ def _resolve(ctx: Context, body: dict) -> str:
             f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
         )
     ctx.trace.model, ctx.trace.group = name, group
+    ctx.router.check_mode(name, group, ctx.request.path)
     return group
 
 
@@ -195,7 +200,7 @@ async def show(request: web.Request) -> web.StreamResponse:
             return await ctx.send(state, d.ollama_base + "/api/show", payload)
 
         up = await ctx.router.run(group, attempt, ctx.trace)
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
     entry = _model_entry(group, ctx.router, group, chat_tr.now_iso())
     model_info: dict[str, object] = {"general.basename": dep.backend_model}
     context_length = await _context_length(ctx, dep)
@@ -351,11 +356,11 @@ async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamRespo
     if native:
         if streaming:
             return await relay.relay_ndjson(request, up, ctx.trace)
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
     if streaming:
         source = chat_tr.sse_to_ndjson(up.lines(), str(model), timing, generate=generate)
         return await relay.relay_ndjson(request, up, ctx.trace, source=source)
-    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+    raw = await relay.read_all(up)
     relay.record_usage(ctx.trace.group or "", raw)
     try:
         answer = chat_tr.chat_response(orjson.loads(raw), str(model), timing, generate=generate)
@@ -407,8 +412,8 @@ async def _embed(
     if up.status >= 400:
         raise await _error_from(up, ctx)
     if native:
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
-    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
+    raw = await relay.read_all(up)
     try:
         answer = orjson.loads(raw)
         vectors = embed_tr.openai_vectors(answer)

@@ -80,7 +80,7 @@ async def _forward_openai(
     up = await ctx.router.run(group, attempt, ctx.trace)
     if streaming and up.status == 200 and up.content_type.startswith("text/event-stream"):
         return await relay.relay_sse(request, up, ctx.trace)
-    return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
+    return await relay.passthrough(up, ctx.trace)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -109,8 +109,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
     up = await ctx.router.run(group, attempt, ctx.trace)
     if not up.state.deployment.speaks_ollama:
-        return await relay.passthrough(up, ctx.trace, ctx.settings.max_body_bytes * 4)
-    raw = await relay.read_all(up, ctx.settings.max_body_bytes * 4)
+        return await relay.passthrough(up, ctx.trace)
+    raw = await relay.read_all(up)
     if up.status != 200:
         raise embed_tr.backend_error(up.state.id, up.status, raw)
     try:

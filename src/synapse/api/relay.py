@@ -7,6 +7,7 @@ without its terminator, so no client mistakes a cut stream for a complete one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,19 +17,23 @@ import orjson
 from aiohttp import web
 
 from synapse import metrics
-from synapse.backends.upstream import ResponseTooLarge, Upstream
+from synapse.api.context import GATEWAY
+from synapse.backends.upstream import ResponseTooLarge, Upstream, reason
 from synapse.errors import BadGateway, GatewayTimeout
 from synapse.routing import Trace
 from synapse.translate.embeddings import backend_error
 
-SSE_DONE = b"data: [DONE]"
-NDJSON_DONE = b'"done":true'
-# ValueError: a translated stream met a frame it cannot parse, or an error frame.
-STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, ResponseTooLarge, ValueError)
+# End markers: a stream is complete once one has been relayed.
+SSE_DONE = re.compile(rb"(?:^|\n)data: ?\[DONE\]")
+NDJSON_DONE = re.compile(rb'"done"\s*:\s*true')
 
 
 class IncompleteStream(Exception):
     pass
+
+
+class ClientGone(Exception):
+    """The client closed the connection, or stopped reading for `write_timeout`."""
 
 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -52,18 +57,20 @@ def add_tokens(group: str, prompt: object, completion: object) -> None:
         metrics.COMPLETION_TOKENS.labels(group).inc(completion)
 
 
-async def read_all(up: Upstream, limit: int) -> bytes:
+async def read_all(up: Upstream, limit: int | None = None) -> bytes:
     try:
         return await up.read(limit)
     except TimeoutError:
         raise GatewayTimeout(f"{up.state.id} timed out while sending its answer") from None
-    except (aiohttp.ClientError, ResponseTooLarge) as exc:
-        raise BadGateway(f"{up.state.id} sent an incomplete answer: {exc}") from None
+    except ResponseTooLarge as exc:
+        raise BadGateway(f"{up.state.id}: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise BadGateway(f"{up.state.id} sent an incomplete answer: {reason(exc)}") from None
     finally:
         up.release()
 
 
-async def passthrough(up: Upstream, trace: Trace, limit: int) -> web.Response:
+async def passthrough(up: Upstream, trace: Trace, limit: int | None = None) -> web.Response:
     """A non-streamed answer from a backend speaking the caller's protocol, bytes untouched."""
     body = await read_all(up, limit)
     if up.status >= 400 and not body.lstrip().startswith(b"{"):
@@ -73,6 +80,19 @@ async def passthrough(up: Upstream, trace: Trace, limit: int) -> web.Response:
     return web.Response(body=body, status=up.status, headers={"Content-Type": up.content_type})
 
 
+async def _send(
+    response: web.StreamResponse, data: bytes, timeout: float, eof: bool = False
+) -> None:
+    """One write to the client, waiting at most `timeout` for it to read."""
+    try:
+        async with asyncio.timeout(timeout):
+            await (response.write_eof(data) if eof else response.write(data))
+    except TimeoutError:
+        raise ClientGone(f"the client read nothing for {timeout:g}s (write_timeout)") from None
+    except ConnectionError:
+        raise ClientGone("the client closed the connection") from None
+
+
 async def stream(
     request: web.Request,
     up: Upstream,
@@ -80,14 +100,18 @@ async def stream(
     *,
     content_type: str,
     source: AsyncIterator[bytes],
-    done_marker: bytes | None,
+    done_marker: re.Pattern[bytes] | None,
     error_frame: Callable[[str], bytes] | None,
     on_chunk: Callable[[bytes], None] | None = None,
 ) -> web.StreamResponse:
     """Relay `source` to the client as it arrives; end with `error_frame` if it breaks.
 
-    Without an error frame (binary bodies) a broken stream is cut off before its end, so
-    the client's HTTP library sees an incomplete body.
+    Once `done_marker` has been written the stream is complete: the handler finishes at
+    once (the backend connection is drained in the background), so a client that closes
+    right after the terminator is a success, not a 499. Once the response has started,
+    every failure ends it in its own framing, never with a new status line. Without an
+    error frame (binary bodies) a broken stream is cut off before its end, so the client's
+    HTTP library sees an incomplete body.
     """
     started = request.get("started", time.perf_counter())
     response = web.StreamResponse(
@@ -97,10 +121,16 @@ async def stream(
             "X-Request-ID": trace.request_id,
         }
     )
-    await response.prepare(request)
+    write_timeout = request.app[GATEWAY].router.config.settings.write_timeout
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        up.close()
+        _client_gone(request, trace, "the client closed the connection")
+        return response
     tail = b""
     first = True
-    clean = aborted = False
+    delivered = False
     try:
         async for chunk in source:
             if first:
@@ -110,35 +140,61 @@ async def stream(
                 )
             if on_chunk is not None:
                 on_chunk(chunk)
-            await response.write(chunk)
+            await _send(response, chunk, write_timeout)
             if done_marker is not None:
-                tail = (tail + chunk)[-512:] if len(chunk) < 512 else chunk[-512:]
-        if done_marker is not None and done_marker not in tail.replace(b" ", b""):
+                window = tail + chunk  # a marker may straddle two chunks
+                if done_marker.search(window):
+                    delivered = True
+                    break
+                tail = window[-64:]
+        if done_marker is not None and not delivered:
             raise IncompleteStream("the backend closed the stream before its end marker")
-        clean = True
-    except ConnectionError:  # the client went away mid-stream: nothing left to tell it
-        request["client_gone"] = True
+    except ClientGone as exc:
+        up.close()  # the backend stops generating and the slot is free
+        _client_gone(request, trace, str(exc))
         return response
-    except (*STREAM_ERRORS, IncompleteStream) as exc:
-        reason = "idle timeout" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-        message = f"stream from {up.state.id} broke: {reason}"
+    except Exception as exc:  # anything from the backend or a translator
+        up.close()
+        message = f"stream from {up.state.id} broke: {_stream_failure(exc)}"
         trace.errors.append(message)
         request["stream_error"] = message
+        response.force_close()
         if error_frame is None:
-            aborted = True
             if request.transport is not None:
                 request.transport.close()  # no chunked terminator: visibly incomplete
-        else:
-            await response.write(error_frame(message))
-        response.force_close()
-    finally:
-        if clean:
-            up.release()
-        else:
-            up.close()  # also on client disconnect (CancelledError): the backend stops
-    if not aborted:
-        await response.write_eof()
+            return response
+        try:
+            await _send(response, error_frame(message), write_timeout, eof=True)
+        except ClientGone as gone:
+            _client_gone(request, trace, str(gone))
+        return response
+    except BaseException:  # cancelled: the client went away
+        up.close()
+        raise
+    up.finish()
+    try:
+        await _send(response, b"", write_timeout, eof=True)
+    except ClientGone as exc:
+        if not delivered:
+            _client_gone(request, trace, str(exc))
     return response
+
+
+def _client_gone(request: web.Request, trace: Trace, why: str) -> None:
+    request["client_gone"] = True  # logged as 499: nothing left to tell it
+    request["stream_error"] = why
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def _stream_failure(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "idle timeout"
+    if isinstance(exc, ResponseTooLarge | IncompleteStream | ValueError):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientError):
+        return reason(exc)
+    return f"a frame of unexpected shape ({type(exc).__name__})"
 
 
 def sse_error(message: str) -> bytes:
@@ -175,7 +231,7 @@ async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.Str
         trace,
         content_type="text/event-stream",
         source=up.chunks(),
-        done_marker=SSE_DONE.replace(b" ", b""),
+        done_marker=SSE_DONE,
         error_frame=sse_error,
         on_chunk=usage,
     )
@@ -186,13 +242,13 @@ async def relay_ndjson(
     up: Upstream,
     trace: Trace,
     source: AsyncIterator[bytes] | None = None,
-    done_marker: bytes = NDJSON_DONE,
+    done_marker: bytes | re.Pattern[bytes] = NDJSON_DONE,
 ) -> web.StreamResponse:
     """An Ollama NDJSON stream: the backend's own, or `source` translated from SSE."""
     group = trace.group or ""
 
     def usage(chunk: bytes) -> None:
-        if b'"done":true' in chunk.replace(b" ", b""):
+        if NDJSON_DONE.search(chunk):
             for line in chunk.split(b"\n"):
                 if b'"eval_count"' in line:
                     try:
@@ -207,7 +263,9 @@ async def relay_ndjson(
         trace,
         content_type="application/x-ndjson",
         source=source or up.lines(),
-        done_marker=done_marker,
+        done_marker=re.compile(re.escape(done_marker))
+        if isinstance(done_marker, bytes)
+        else done_marker,
         error_frame=ndjson_error,
         on_chunk=usage,
     )

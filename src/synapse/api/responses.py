@@ -46,11 +46,10 @@ async def create(request: web.Request) -> web.StreamResponse:
 
     up = await ctx.router.run(group, attempt, ctx.trace)
     native = serves_responses(up.state.deployment)
-    limit = ctx.settings.max_body_bytes * 4
     if up.status >= 400:
         if native:
-            return await relay.passthrough(up, ctx.trace, limit)
-        raise embed_tr.backend_error(up.state.id, up.status, await relay.read_all(up, limit))
+            return await relay.passthrough(up, ctx.trace)
+        raise embed_tr.backend_error(up.state.id, up.status, await relay.read_all(up))
     if streaming and up.content_type.startswith("text/event-stream"):
         source = (
             resp_tr.checked_events(up.lines())
@@ -67,7 +66,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             error_frame=relay.sse_error,
             on_chunk=lambda chunk: _count_final(ctx.trace.group or "", chunk),
         )
-    raw = await relay.read_all(up, limit)
+    raw = await relay.read_all(up)
     try:
         answer = orjson.loads(raw)
         if not native:

@@ -221,7 +221,7 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
                 api_key=params.api_key,
                 timeout=timeout,
                 stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
-                mode=entry.model_info.mode or "chat",
+                mode=entry.model_info.mode,
                 max_parallel_requests=params.max_parallel_requests,
             )
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yarl import URL
+
 from synapse.config.schema import Mode, SynapseSettings
 
 OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm"})
@@ -23,8 +25,17 @@ class Deployment:
     api_key: str | None
     timeout: float
     stream_timeout: float
-    mode: Mode
+    mode: Mode | None  # model_info.mode; None: not declared, any route goes
     max_parallel_requests: int | None
+
+    @property
+    def api_url(self) -> URL:
+        return URL(self.api_base)
+
+    @property
+    def public_api_base(self) -> str:
+        """`api_base` without any `user:pass@` (for /health and logs)."""
+        return str(self.api_url.with_user(None)) if "@" in self.api_base else self.api_base
 
     @property
     def speaks_ollama(self) -> bool:

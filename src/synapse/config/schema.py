@@ -105,6 +105,14 @@ class SynapseSettings(BaseModel):
     audio_timeout: float = Field(default=900.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     stream_idle_timeout: float = Field(default=120.0, gt=0)
+    # How long one write to a client may wait: a client that stops reading is cut after it
+    # and its backend request cancelled, so it cannot hold a backend slot.
+    write_timeout: float = Field(default=30.0, gt=0)
+    # The largest answer read from a backend (whole body, or one SSE/NDJSON line).
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    # Connections to one backend host:port; raised to above the sum of the
+    # max_parallel_requests sharing that host when that is larger.
+    backend_connections: int = Field(default=64, ge=1)
     retry_backoff: float = Field(default=0.05, ge=0)
     queue_size: int = Field(default=128, ge=0)
     queue_timeout: float = Field(default=30.0, gt=0)

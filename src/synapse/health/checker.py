@@ -11,6 +11,7 @@ import logging
 
 import aiohttp
 
+from synapse.backends import upstream
 from synapse.routing.breaker import State
 from synapse.routing.deployment import DeploymentState
 from synapse.server.gateway import Gateway
@@ -18,7 +19,10 @@ from synapse.server.gateway import Gateway
 log = logging.getLogger("synapse.health")
 
 
-async def probe(session: aiohttp.ClientSession, state: DeploymentState, timeout: float) -> bool:
+async def probe(
+    session: aiohttp.ClientSession, state: DeploymentState, timeout: float
+) -> str | None:
+    """None when the deployment answers; else why not (naming no internal address)."""
     dep = state.deployment
     limit = aiohttp.ClientTimeout(total=timeout)
     headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
@@ -27,41 +31,43 @@ async def probe(session: aiohttp.ClientSession, state: DeploymentState, timeout:
         if dep.speaks_ollama
         else [dep.openai_base.removesuffix("/v1") + "/health", dep.openai_base + "/models"]
     )
+    failure = "health check failed"
     for url in urls:
         try:
             async with session.get(url, timeout=limit, headers=headers) as response:
                 if response.status < 400:
-                    return True
+                    return None
+                failure = f"health check answered {response.status}"
                 if response.status not in (404, 405):
-                    return False
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-    return False
+                    return failure
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"health check: {upstream.reason(exc)}"
+    return failure
 
 
 async def check_once(gateway: Gateway) -> None:
     states = list(gateway.router.states.values())
     timeout = gateway.config.settings.health_check_timeout
     results = await asyncio.gather(*(probe(gateway.http, s, timeout) for s in states))
-    for state, ok in zip(states, results, strict=True):
+    for state, failure in zip(states, results, strict=True):
         before = state.breaker.state
-        if ok and before is not State.CLOSED:
+        if failure is None and before is not State.CLOSED:
             state.breaker.succeeded()
-        elif not ok and before is not State.OPEN:
-            state.breaker.trip()
+        elif failure is not None:
+            state.note_failure(failure)
+            if before is not State.OPEN:
+                state.breaker.trip()
         if state.breaker.state is not before:
             state.publish_health()
-            log.warning(
-                "deployment health changed",
-                extra={
-                    "fields": {
-                        "event": "health",
-                        "deployment": state.id,
-                        "from": before.name.lower(),
-                        "to": state.breaker.state.name.lower(),
-                    }
-                },
-            )
+            fields = {
+                "event": "health",
+                "deployment": state.id,
+                "from": before.name.lower(),
+                "to": state.breaker.state.name.lower(),
+            }
+            if failure is not None:
+                fields["reason"] = failure
+            log.warning("deployment health changed", extra={"fields": fields})
 
 
 async def run_forever(gateway: Gateway) -> None:

@@ -7,6 +7,7 @@ stay correct for requests that straddle a reload.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from synapse import metrics
@@ -31,6 +32,7 @@ class DeploymentState:
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.last_failure: tuple[str, float] | None = None  # (reason, unix time)
         self._g_in_flight = metrics.IN_FLIGHT.labels(deployment.id)
         self._g_queued = metrics.QUEUED.labels(deployment.id)
         self._g_up = metrics.DEPLOYMENT_UP.labels(
@@ -66,9 +68,14 @@ class DeploymentState:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._g_queued.set(len(self._waiters))
+        # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as the slot
+        # is handed over, so a request whose client has gone would still reach the backend.
         try:
-            await asyncio.wait_for(waiter, self.queue_timeout)
+            async with asyncio.timeout(self.queue_timeout):
+                await waiter
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over just as the deadline passed
             raise Overloaded(
                 f"deployment {self.id}: no free slot within {self.queue_timeout:g}s",
                 headers={"Retry-After": str(max(1, round(self.queue_timeout)))},
@@ -92,14 +99,26 @@ class DeploymentState:
         self.in_flight -= 1
         self._g_in_flight.set(self.in_flight)
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool, reason: str | None = None) -> None:
+        """A request's verdict on the backend; a failure's `reason` is kept for /health."""
         before = self.breaker.state
         if ok:
             self.breaker.succeeded()
         else:
+            self.note_failure(reason or "failed")
             self.breaker.failed()
         if self.breaker.state is not before:
             self.publish_health()
+
+    def note_failure(self, reason: str) -> None:
+        self.last_failure = (reason, time.time())
+
+    def failure_text(self) -> str | None:
+        """`reason, N s ago` for the last failure, naming no internal address."""
+        if self.last_failure is None:
+            return None
+        reason, at = self.last_failure
+        return f"{reason}, {max(0, round(time.time() - at))}s ago"
 
     def publish_health(self) -> None:
         state = self.breaker.state
@@ -113,11 +132,14 @@ class DeploymentState:
             "model": d.group,
             "provider": d.provider,
             "backend_model": d.backend_model,
-            "api_base": d.api_base,
+            "api_base": d.public_api_base,
             "state": self.breaker.state.name.lower().replace("_", "-"),
             "since": self.breaker.since,
             "consecutive_failures": self.breaker.failures,
             "in_flight": self.in_flight,
             "queued": len(self._waiters),
             "max_parallel_requests": d.max_parallel_requests,
+            "last_failure": None
+            if self.last_failure is None
+            else {"reason": self.last_failure[0], "at": self.last_failure[1]},
         }

@@ -31,6 +31,25 @@ from synapse.routing.deployment import DeploymentState
 
 T = TypeVar("T")
 
+# Which `model_info.mode` values can serve a route (matched on the path's end).
+MODES_BY_ROUTE: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
+    (
+        ("/chat/completions", "/completions", "/responses", "/api/chat", "/api/generate"),
+        frozenset({"chat", "completion"}),
+    ),
+    (("/embeddings", "/api/embed"), frozenset({"embedding"})),
+    (("/audio/transcriptions", "/audio/translations"), frozenset({"audio_transcription"})),
+    (("/audio/speech",), frozenset({"audio_speech"})),
+)
+
+
+def modes_for(path: str) -> frozenset[str] | None:
+    """The modes that can serve `path`; None for routes that are not inference."""
+    for suffixes, modes in MODES_BY_ROUTE:
+        if path.endswith(suffixes):
+            return modes
+    return None
+
 
 @dataclass(slots=True)
 class Trace:
@@ -89,6 +108,27 @@ class Router:
             )
         return group
 
+    def check_mode(self, name: str, group: str, path: str) -> None:
+        """A clear 400, before any backend is touched, for a route the model cannot serve.
+
+        Sent on, the backend would answer with an error (often a 500) that is the caller's
+        mistake but would count against the backend's breaker. Groups that declare no
+        `model_info.mode` take every route.
+        """
+        wanted = modes_for(path)
+        declared = self._modes(group)
+        if wanted is None or not declared or declared & wanted:
+            return
+        fitting = [n for n in self.public_names() if self._modes(self.resolve(n) or "") & wanted]
+        raise BadRequest(
+            f"model {name!r} is a {'/'.join(sorted(declared))} model (model_info.mode) and "
+            f"cannot serve {path}; models that can: {', '.join(fitting) or 'none configured'}",
+            param="model",
+        )
+
+    def _modes(self, group: str) -> set[str]:
+        return {d.mode for d in self.config.groups.get(group, ()) if d.mode is not None}
+
     def public_names(self) -> list[str]:
         visible = (a for a in self.config.aliases if a not in self.config.hidden_aliases)
         return [*self.config.groups, *visible]
@@ -113,6 +153,16 @@ class Router:
             return None
         return best[0] if len(best) == 1 else random.choice(best)
 
+    def _none_healthy(self, group: str, tried: set[str]) -> str:
+        """Why no deployment of `group` may take a request: each one's last failure."""
+        why = [
+            f"{s.id}: {s.failure_text() or 'circuit open'}"
+            for s in self._by_group[group]
+            if s.id not in tried
+        ]
+        detail = f" ({'; '.join(why)})" if why else ""
+        return f"no healthy deployment for {group!r}{detail}"
+
     # -- execution -----------------------------------------------------------------------
     async def run(
         self,
@@ -136,7 +186,7 @@ class Router:
             for attempt_no in range(config.num_retries + 1):
                 state = self.pick(current, tried)
                 if state is None:
-                    errors.append(Unavailable(f"no healthy deployment for {current!r}"))
+                    errors.append(Unavailable(self._none_healthy(current, tried)))
                     break
                 if attempt_no:
                     trace.retries += 1
@@ -155,7 +205,7 @@ class Router:
                 except Retryable as exc:
                     state.release()
                     if exc.status != 429:  # a busy backend is not a broken one
-                        state.record(ok=False)
+                        state.record(ok=False, reason=exc.reason)
                     trace.errors.append(exc.message)
                     errors.append(exc)
                     continue

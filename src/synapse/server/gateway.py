@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from synapse import metrics
-from synapse.backends.upstream import new_session
+from synapse.backends.upstream import connections_per_backend, new_session
 from synapse.config import Config, ConfigError, load_config
 from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
@@ -37,7 +37,13 @@ class Gateway:
         return self.session
 
     async def start(self) -> None:
-        self.session = new_session(self.config.settings.connect_timeout)
+        settings = self.config.settings
+        parallel = (
+            (f"{d.api_url.host}:{d.api_url.port}", d.max_parallel_requests)
+            for d in self.config.deployments
+        )
+        per_backend = connections_per_backend(parallel, settings.backend_connections)
+        self.session = new_session(settings.connect_timeout, per_backend)  # read at start
         self.ready = True
 
     async def stop(self) -> None:
