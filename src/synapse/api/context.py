@@ -40,6 +40,7 @@ class Context:
     def resolve(self, model: object) -> str:
         self.trace.model = model if isinstance(model, str) else None
         group = self.router.require(model)
+        self.request["caller"].check_model(str(model), group)
         self.trace.group = group
         self.router.check_mode(str(model), group, self.request.path)
         return group

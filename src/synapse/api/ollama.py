@@ -183,6 +183,7 @@ def _resolve(ctx: Context, body: dict) -> str:
             f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
         )
     ctx.trace.model, ctx.trace.group = name, group
+    ctx.request["caller"].check_model(name, group)
     ctx.router.check_mode(name, group, ctx.request.path)
     return group
 

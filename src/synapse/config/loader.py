@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from synapse.config.consumers import resolve_consumers
 from synapse.config.model import Config, Deployment
 from synapse.config.schema import ConfigFile
 
@@ -23,7 +24,7 @@ ENV_PREFIX = "os.environ/"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 _ROUTING_STRATEGIES = {None, "least-busy", "simple-shuffle"}
-SECRET_KEYS = frozenset({"master_key", "api_key"})
+SECRET_KEYS = frozenset({"master_key", "api_key", "key"})
 # Shorter keys are placeholders or guessable; refusing them keeps a typo from opening the API.
 MIN_MASTER_KEY_LENGTH = 16
 
@@ -250,6 +251,10 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
                     )
             fallbacks[aliases.get(source, source)] = tuple(aliases.get(t, t) for t in targets)
 
+    consumers, ollama_consumer, found = resolve_consumers(
+        parsed.synapse_settings, set(groups), aliases, parsed.general_settings.master_key
+    )
+    problems += found
     if problems:
         raise ConfigError(path, problems)
     return Config(
@@ -265,4 +270,6 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
         master_key=parsed.general_settings.master_key,
         settings=parsed.synapse_settings,
         warnings=tuple(_warnings(parsed)),
+        consumers=consumers,
+        ollama_consumer=ollama_consumer,
     )
