@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from synapse.config.consumers import resolve_consumers
 from synapse.config.model import Config, Deployment
-from synapse.config.schema import ConfigFile
+from synapse.config.schema import ConfigFile, SynapseSettings
 
 ENV_PREFIX = "os.environ/"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
@@ -186,6 +186,12 @@ def _master_key_problems(parsed: ConfigFile) -> list[str]:
     return problems
 
 
+def _without_consumer_keys(settings: SynapseSettings) -> SynapseSettings:
+    """Consumers' keys live on only as digests (`Config.consumers`), never in plain text."""
+    consumers = [c.model_copy(update={"key": None}) for c in settings.consumers]
+    return settings.model_copy(update={"consumers": consumers})
+
+
 def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
     problems = _master_key_problems(parsed)
     router = parsed.router_settings
@@ -268,7 +274,7 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
         cooldown_time=router.cooldown_time,
         retry_after=router.retry_after,
         master_key=parsed.general_settings.master_key,
-        settings=parsed.synapse_settings,
+        settings=_without_consumer_keys(parsed.synapse_settings),
         warnings=tuple(_warnings(parsed)),
         consumers=consumers,
         ollama_consumer=ollama_consumer,
