@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.server
 import json
+import re
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import ollama
 import openai
+import promql_parser
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
+from tests.conftest import MASTER_KEY, ROOT, Backend, Gateway, routing_config
 
 MEMORY_KEY = "sk-memory-0123456789abcdef"
 CHAT_KEY = "sk-chat-0123456789abcdef"
@@ -241,3 +248,99 @@ def test_rpm_holds_for_the_whole_deployment_of_two_gateways(
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+# -- synapse usage ----------------------------------------------------------------------------
+
+
+def usage(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "synapse", "usage", "--json", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def row(doc: dict, consumer: str, model: str) -> dict:
+    return next(r for r in doc["rows"] if (r["consumer"], r["model"]) == (consumer, model))
+
+
+class FakePrometheus(http.server.BaseHTTPRequestHandler):
+    """Answers `sum by (consumer, model, status) (increase(NAME[W]))` from a gateway's
+    /metrics as a Prometheus that began scraping when the gateway started would (the
+    increase over the window is then the counter's value). The query must parse as PromQL."""
+
+    metrics_url = ""
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)["query"][0]
+        promql_parser.parse(query)
+        name = re.fullmatch(
+            r"sum by \(consumer, model, status\) \(increase\((\w+)\[1h\]\)\)", query
+        )
+        assert name is not None, query
+        sums: dict[tuple[str, str, str], float] = {}
+        for family in text_string_to_metric_families(httpx.get(self.metrics_url).text):
+            for s in family.samples:
+                if s.name == name[1]:
+                    key = tuple(s.labels.get(k, "") for k in ("consumer", "model", "status"))
+                    sums[key] = sums.get(key, 0.0) + s.value
+        result = [
+            {
+                "metric": {
+                    k: v for k, v in zip(("consumer", "model", "status"), key, strict=True) if v
+                },
+                "value": [time.time(), repr(v)],
+            }
+            for key, v in sums.items()
+        ]
+        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_usage_prints_a_row_per_consumer_and_model_from_metrics_and_prometheus(
+    gw: Gateway,
+) -> None:
+    memory = client(gw, MEMORY_KEY)
+    memory.chat.completions.create(model="llama-gpu", messages=CHAT)
+    with pytest.raises(openai.PermissionDeniedError):
+        memory.chat.completions.create(model="llama-cpu", messages=CHAT)
+    client(gw, MASTER_KEY).embeddings.create(model="mxbai-embed-large", input="x")
+    direct = usage("--metrics-url", gw.metrics_url)
+    chat = row(direct, "ai-memory-system", "llama-gpu")
+    assert chat["requests"] >= 1 and chat["completion_tokens"] >= 6 and chat["latency_count"] >= 1
+    assert row(direct, "ai-memory-system", "llama-cpu")["errors_4xx"] >= 1
+    assert row(direct, "master", "mxbai-embed-large")["requests"] >= 1
+
+    FakePrometheus.metrics_url = gw.metrics_url
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        via_prometheus = usage("--prometheus", url, "--window", "1h")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert via_prometheus["rows"] == direct["rows"]
+
+
+def test_usage_refuses_a_window_that_is_not_a_duration() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "synapse", "usage", "--prometheus", "http://x", "--window", "1h])"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "--window: expected a Prometheus duration" in done.stderr

@@ -40,8 +40,8 @@ class Context:
     def resolve(self, model: object) -> str:
         self.trace.model = model if isinstance(model, str) else None
         group = self.router.require(model)
-        self.request["caller"].check_model(str(model), group)
         self.trace.group = group
+        self.request["caller"].check_model(str(model), group)
         self.router.check_mode(str(model), group, self.request.path)
         return group
 
