@@ -344,3 +344,18 @@ def test_usage_refuses_a_window_that_is_not_a_duration() -> None:
         timeout=60,
     )
     assert done.returncode != 0 and "--window: expected a Prometheus duration" in done.stderr
+
+
+def test_model_lists_show_a_consumer_only_what_it_may_use(gw: Gateway) -> None:
+    listed = {m.id for m in client(gw, MEMORY_KEY).models.list()}
+    assert listed == {"mxbai-embed-large", "llama-gpu", "llama3.1:8b"}
+    tags = {m.model for m in ollama.Client(host=gw.ollama_url).list().models}  # chat-ui
+    assert tags == {"llama-cpu:latest"}
+    everything = {m.id for m in client(gw, MASTER_KEY).models.list()}
+    assert everything == {
+        "mxbai-embed-large",
+        "llama-cpu",
+        "llama-gpu",
+        "embed-openai",
+        "llama3.1:8b",
+    }

@@ -117,8 +117,11 @@ def _listing(ctx: Context, known: dict[tuple[str, str], dict]) -> list[dict[str,
     modified = chat_tr.now_iso()
     names = [(g, g) for g in router.config.groups]
     names += [(a, router.config.aliases[a]) for a in router.public_names()[len(names) :]]
+    caller = ctx.request["caller"]  # a consumer sees only the models it may use
     models = []
     for name, group in names:
+        if not caller.may_use(group):
+            continue
         entry = _model_entry(name, router, group, modified)
         dep = router.config.groups[group][0]
         real = (

@@ -29,16 +29,21 @@ class Caller:
     def priority(self) -> str:
         return self.consumer.priority if self.consumer else "interactive"
 
+    def may_use(self, group: str | None) -> bool:
+        allowed = self.consumer.models if self.consumer else None
+        return allowed is None or group in allowed
+
     def check_model(self, name: str, group: str) -> None:
         """403 naming the model when it is outside the consumer's allow-list."""
-        allowed = self.consumer.models if self.consumer else None
-        if allowed is not None and group not in allowed:
-            raise Forbidden(
-                f"consumer {self.label!r} may not use model {name!r}; "
-                f"allowed: {', '.join(sorted(allowed)) or 'none'}",
-                param="model",
-                code="model_not_allowed",
-            )
+        if self.may_use(group):
+            return
+        allowed = sorted(self.consumer.models or ()) if self.consumer else []
+        raise Forbidden(
+            f"consumer {self.label!r} may not use model {name!r}; "
+            f"allowed: {', '.join(allowed) or 'none'}",
+            param="model",
+            code="model_not_allowed",
+        )
 
 
 ANONYMOUS = Caller("")
