@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import io
 import json
 import re
 import subprocess
@@ -359,3 +360,34 @@ def test_model_lists_show_a_consumer_only_what_it_may_use(gw: Gateway) -> None:
         "embed-openai",
         "llama3.1:8b",
     }
+
+
+def test_audio_bytes_are_counted_per_consumer(
+    openai_backend: Backend, ollama_backend: Backend, make_gateway: Any
+) -> None:
+    config = consumers_config(openai_backend, ollama_backend)
+    for name, mode in (("whisper", "audio_transcription"), ("tts", "audio_speech")):
+        config["model_list"].append(
+            {
+                "model_name": name,
+                "litellm_params": {"model": f"openai/{name}", "api_base": openai_backend.url},
+                "model_info": {"mode": mode},
+            }
+        )
+    config["synapse_settings"]["consumers"][0]["models"] += ["whisper", "tts"]
+    gateway = make_gateway(config, env=KEYS)
+    memory = client(gateway, MEMORY_KEY)
+    memory.audio.transcriptions.create(
+        model="whisper", file=("clip.wav", io.BytesIO(b"RIFF" + bytes(996)), "audio/wav")
+    )
+    spoken = memory.audio.speech.create(model="tts", voice="amy", input="hello").content
+    labels = {"consumer": "ai-memory-system"}
+    assert (
+        samples(gateway, "synapse_audio_bytes_total", model="whisper", direction="in", **labels)
+        == 1000
+    )
+    assert samples(
+        gateway, "synapse_audio_bytes_total", model="tts", direction="out", **labels
+    ) == len(spoken)
+    table = usage("--metrics-url", gateway.metrics_url)
+    assert row(table, "ai-memory-system", "whisper")["audio_bytes"] == 1000
