@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "synapse.ops.migrate",
     "synapse.ops.health",
     "synapse.ops.verify",
+    "synapse.ops.usage",
     "synapse.local.command",
 )
 

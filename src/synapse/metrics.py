@@ -6,6 +6,8 @@ against this registry instead of against a running process.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -23,16 +25,20 @@ ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, process_cp
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+# The consumer label of the request the current task serves (set by the request middleware),
+# so code that counts tokens or audio deep in a relay need not be handed it.
+CONSUMER: ContextVar[str] = ContextVar("consumer", default="")
+
 REQUESTS = Counter(
     "synapse_requests",
-    "Requests answered, by model group, deployment, route and HTTP status.",
-    ["model", "deployment", "route", "status"],
+    "Requests answered, by model group, deployment, route, HTTP status and consumer.",
+    ["model", "deployment", "route", "status", "consumer"],
     registry=REGISTRY,
 )
 REQUEST_DURATION = Histogram(
     "synapse_request_duration_seconds",
     "Time from request received to response complete (streams: last byte).",
-    ["model", "route"],
+    ["model", "route", "consumer"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -82,19 +88,19 @@ BREAKER_STATE = Gauge(
 PROMPT_TOKENS = Counter(
     "synapse_prompt_tokens",
     "Prompt tokens reported by backends.",
-    ["model"],
+    ["model", "consumer"],
     registry=REGISTRY,
 )
 COMPLETION_TOKENS = Counter(
     "synapse_completion_tokens",
     "Completion tokens reported by backends.",
-    ["model"],
+    ["model", "consumer"],
     registry=REGISTRY,
 )
 AUDIO_BYTES = Counter(
     "synapse_audio_bytes",
     "Audio bytes uploaded for transcription (direction=in) or returned by speech (out).",
-    ["model", "direction"],
+    ["model", "direction", "consumer"],
     registry=REGISTRY,
 )
 CONFIG_RELOADS = Counter(

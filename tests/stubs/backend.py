@@ -28,7 +28,9 @@ Hostile modes (a backend that is broken or malicious, for the gateway's bounds):
 `done_delay` (seconds) holds an SSE stream open after `data: [DONE]`, as a server may
 before it ends the chunked body.
 
-`/_stats` also reports `max_active`, the most requests handled at once (connections in use).
+`/_stats` also reports `max_active`, the most requests handled at once (connections in use),
+and `order`, the X-Request-ID of the last 1,000 inference calls in arrival order (reset:
+`order: []`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
     STATE["calls"] = int(STATE["calls"]) + 1  # type: ignore[call-overload]
     mode = STATE["mode"]
     STATE["last_request_id"] = request.headers.get("X-Request-ID")
+    order = STATE.setdefault("order", [])
+    order.append(STATE["last_request_id"])  # type: ignore[union-attr]
+    del order[:-1000]  # type: ignore[index]  # bounded: benchmarks send many thousands
     if mode == "error500":
         return web.json_response(
             {"error": {"message": "stub failure", "type": "server_error"}}, status=500

@@ -161,7 +161,7 @@ async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse
     upload = await read_upload(request, settings.max_audio_bytes, settings.body_read_timeout)
     try:
         group = ctx.resolve(upload.field("model"))
-        metrics.AUDIO_BYTES.labels(group, "in").inc(upload.size)
+        metrics.AUDIO_BYTES.labels(group, "in", metrics.CONSUMER.get()).inc(upload.size)
 
         async def attempt(state: DeploymentState) -> upstream.Upstream:
             dep = state.deployment
@@ -198,7 +198,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
     up = await ctx.router.run(group, attempt, ctx.trace)
     if up.status != 200:
         return await relay.passthrough(up, ctx.trace, 1 << 20)
-    counter = metrics.AUDIO_BYTES.labels(group, "out")
+    counter = metrics.AUDIO_BYTES.labels(group, "out", metrics.CONSUMER.get())
     return await relay.stream(
         request,
         up,

@@ -41,6 +41,7 @@ class Context:
         self.trace.model = model if isinstance(model, str) else None
         group = self.router.require(model)
         self.trace.group = group
+        self.request["caller"].check_model(str(model), group)
         self.router.check_mode(str(model), group, self.request.path)
         return group
 

@@ -5,7 +5,6 @@ Everything per-request that is not routing lives here, so handlers only route.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -18,7 +17,9 @@ from aiohttp import web
 from synapse import logs, metrics
 from synapse.api.context import GATEWAY
 from synapse.api.protocol import error_response
-from synapse.errors import BadRequest, GatewayError, RouteNotFound, Unauthorized
+from synapse.consumers.identify import ANONYMOUS, identify, is_master, presented_key
+from synapse.consumers.limits import LIMITS
+from synapse.errors import BadRequest, GatewayError, RouteNotFound
 from synapse.routing import Trace
 
 log = logging.getLogger("synapse.request")
@@ -36,7 +37,7 @@ _IDENTITY = frozenset({"", "identity"})
 def make_middleware(
     *, keyed: bool
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """`keyed`: this listener requires the master key (when one is configured)."""
+    """`keyed`: this listener requires a key (when a master key or consumers are configured)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -51,10 +52,18 @@ def make_middleware(
         request["route"] = route.canonical if route is not None else "unmatched"
         status = 500
         try:
-            if keyed and path not in PUBLIC_PATHS:
-                authenticate(request)
+            caller = ANONYMOUS
+            if path not in PUBLIC_PATHS:
+                caller = identify(request, request.app[GATEWAY].router.config, keyed=keyed)
+            request["caller"] = caller
+            trace.consumer, trace.priority = caller.label, caller.priority
+            metrics.CONSUMER.set(caller.label)
             refuse_encoded_body(request)
-            response = await handler(request)
+            if caller.consumer is None:
+                response = await handler(request)
+            else:  # limits are checked here, before any handler can reach a backend
+                with LIMITS.hold(caller.consumer):
+                    response = await handler(request)
             status = 499 if request.get("client_gone") else response.status
         except GatewayError as exc:
             response = error_response(exc, path)
@@ -107,28 +116,11 @@ def refuse_encoded_body(request: web.Request) -> None:
         )
 
 
-def authenticate(request: web.Request) -> None:
-    key = request.app[GATEWAY].router.config.master_key
-    if not key:
-        return
-    if not has_master_key(request, key):
-        raise Unauthorized("invalid or missing API key: send 'Authorization: Bearer <key>'")
-
-
 def has_master_key(request: web.Request, key: str | None) -> bool:
-    if not key:
-        return False
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        # The Kubernetes API server's service proxy strips Authorization: ops tools use this.
-        token = request.headers.get("X-Api-Key", "")
-    token = token.strip()
-    if not (token.isascii() and token.isprintable()):  # bytes the header decoder could not map
-        raise BadRequest("malformed API key: expected printable ASCII after 'Bearer '")
-    return hmac.compare_digest(token.encode(), key.encode())
+    return is_master(presented_key(request), key)
 
 
-_SERIES: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+_SERIES: dict[tuple[str, str, str, int, str], tuple[Any, Any]] = {}
 
 
 def _finish(request: web.Request, trace: Trace, status: int, started: float) -> None:
@@ -162,18 +154,19 @@ def record(
 ) -> None:
     """Count a request and write its one log line; also for requests aiohttp could not parse."""
     group = trace.group or ""
-    key = (group, trace.deployment or "", route, status)
+    key = (group, trace.deployment or "", route, status, trace.consumer)
     series = _SERIES.get(key)
-    if series is None:  # bounded: groups x deployments x routes x statuses
+    if series is None:  # bounded: groups x deployments x routes x statuses x consumers
         series = _SERIES[key] = (
-            metrics.REQUESTS.labels(group, key[1], route, str(status)),
-            metrics.REQUEST_DURATION.labels(group, route),
+            metrics.REQUESTS.labels(group, key[1], route, str(status), trace.consumer),
+            metrics.REQUEST_DURATION.labels(group, route, trace.consumer),
         )
     series[0].inc()
     series[1].observe(elapsed)
     logs.REQUESTS.write(
         {
             "request_id": trace.request_id,
+            "consumer": trace.consumer,
             "method": method,
             "path": path,
             "status": status,

@@ -117,8 +117,11 @@ def _listing(ctx: Context, known: dict[tuple[str, str], dict]) -> list[dict[str,
     modified = chat_tr.now_iso()
     names = [(g, g) for g in router.config.groups]
     names += [(a, router.config.aliases[a]) for a in router.public_names()[len(names) :]]
+    caller = ctx.request["caller"]  # a consumer sees only the models it may use
     models = []
     for name, group in names:
+        if not caller.may_use(group):
+            continue
         entry = _model_entry(name, router, group, modified)
         dep = router.config.groups[group][0]
         real = (
@@ -183,6 +186,7 @@ def _resolve(ctx: Context, body: dict) -> str:
             f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
         )
     ctx.trace.model, ctx.trace.group = name, group
+    ctx.request["caller"].check_model(name, group)
     ctx.router.check_mode(name, group, ctx.request.path)
     return group
 

@@ -22,12 +22,14 @@ from synapse.translate import embeddings as embed_tr
 async def list_models(request: web.Request) -> web.Response:
     ctx = Context.of(request)
     created = int(ctx.gateway.started_at)
+    caller = request["caller"]  # a consumer sees only the models it may use
     return json_response(
         {
             "object": "list",
             "data": [
                 {"id": name, "object": "model", "created": created, "owned_by": "synapse"}
                 for name in ctx.router.public_names()
+                if caller.may_use(ctx.router.resolve(name))
             ],
         }
     )

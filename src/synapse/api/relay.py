@@ -52,9 +52,9 @@ def record_usage(group: str, body: bytes) -> None:
 
 def add_tokens(group: str, prompt: object, completion: object) -> None:
     if isinstance(prompt, int) and prompt > 0:
-        metrics.PROMPT_TOKENS.labels(group).inc(prompt)
+        metrics.PROMPT_TOKENS.labels(group, metrics.CONSUMER.get()).inc(prompt)
     if isinstance(completion, int) and completion > 0:
-        metrics.COMPLETION_TOKENS.labels(group).inc(completion)
+        metrics.COMPLETION_TOKENS.labels(group, metrics.CONSUMER.get()).inc(completion)
 
 
 async def read_all(up: Upstream, limit: int | None = None) -> bytes:

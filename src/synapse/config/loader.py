@@ -16,14 +16,15 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from synapse.config.consumers import resolve_consumers
 from synapse.config.model import Config, Deployment
-from synapse.config.schema import ConfigFile
+from synapse.config.schema import ConfigFile, SynapseSettings
 
 ENV_PREFIX = "os.environ/"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 _ROUTING_STRATEGIES = {None, "least-busy", "simple-shuffle"}
-SECRET_KEYS = frozenset({"master_key", "api_key"})
+SECRET_KEYS = frozenset({"master_key", "api_key", "key"})
 # Shorter keys are placeholders or guessable; refusing them keeps a typo from opening the API.
 MIN_MASTER_KEY_LENGTH = 16
 
@@ -185,6 +186,12 @@ def _master_key_problems(parsed: ConfigFile) -> list[str]:
     return problems
 
 
+def _without_consumer_keys(settings: SynapseSettings) -> SynapseSettings:
+    """Consumers' keys live on only as digests (`Config.consumers`), never in plain text."""
+    consumers = [c.model_copy(update={"key": None}) for c in settings.consumers]
+    return settings.model_copy(update={"consumers": consumers})
+
+
 def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
     problems = _master_key_problems(parsed)
     router = parsed.router_settings
@@ -250,6 +257,10 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
                     )
             fallbacks[aliases.get(source, source)] = tuple(aliases.get(t, t) for t in targets)
 
+    consumers, ollama_consumer, found = resolve_consumers(
+        parsed.synapse_settings, set(groups), aliases, parsed.general_settings.master_key
+    )
+    problems += found
     if problems:
         raise ConfigError(path, problems)
     return Config(
@@ -263,6 +274,8 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
         cooldown_time=router.cooldown_time,
         retry_after=router.retry_after,
         master_key=parsed.general_settings.master_key,
-        settings=parsed.synapse_settings,
+        settings=_without_consumer_keys(parsed.synapse_settings),
         warnings=tuple(_warnings(parsed)),
+        consumers=consumers,
+        ollama_consumer=ollama_consumer,
     )

@@ -53,6 +53,18 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
+class Consumer:
+    """A caller with its own key (stored only as a SHA-256 digest), allow-list and limits."""
+
+    name: str
+    key_sha256: bytes
+    models: frozenset[str] | None  # model group names; None: every model
+    priority: str  # interactive | batch
+    rpm: int | None  # this pod's share of the deployment-wide limit
+    max_parallel: int | None  # this pod's share too
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     groups: dict[str, tuple[Deployment, ...]]
@@ -66,6 +78,8 @@ class Config:
     master_key: str | None
     settings: SynapseSettings
     warnings: tuple[str, ...] = field(default=())
+    consumers: tuple[Consumer, ...] = field(default=())
+    ollama_consumer: Consumer | None = None
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:

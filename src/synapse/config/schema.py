@@ -88,6 +88,20 @@ class GeneralSettings(_LiteLLMSection):
     master_key: str | None = None
 
 
+class ConsumerEntry(BaseModel):
+    """One caller of the gateway with its own key; see README "Consumers"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    key: str | None = None  # usually os.environ/NAME
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    models: list[str] | None = None  # model groups or aliases; None: every model
+    priority: Literal["interactive", "batch"] = "interactive"
+    rpm: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1)
+
+
 class SynapseSettings(BaseModel):
     """Knobs LiteLLM has no name for. Strict: a typo here is an error, not a warning."""
 
@@ -122,6 +136,14 @@ class SynapseSettings(BaseModel):
     drain_delay: float = Field(default=5.0, ge=0)
     shutdown_grace: float = Field(default=25.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    consumers: list[ConsumerEntry] = []
+    # The consumer whose allow-list and limits apply to keyless callers of the Ollama port.
+    ollama_consumer: str | None = None
+    # Gateway pods sharing the consumers' limits: each enforces rpm/replicas, max_parallel/replicas.
+    replicas: int = Field(default=1, ge=1)
+    # Seconds a queued batch request counts as having arrived later than an interactive one;
+    # once it has waited that long it goes before interactive requests queued after it.
+    batch_aging: float = Field(default=10.0, ge=0)
 
 
 class ConfigFile(_LiteLLMSection):

@@ -1,5 +1,9 @@
 """Live state of one deployment: in-flight count, bounded wait queue, circuit breaker.
 
+The queue serves `interactive` requests before `batch` ones: a batch waiter ranks as if it
+had arrived `batch_aging` seconds later than it did, so it goes after interactive requests
+that arrive within that time but before any arriving later; batch is delayed, never starved.
+
 State outlives config reloads when the deployment is unchanged, so limits and breakers
 stay correct for requests that straddle a reload.
 """
@@ -7,8 +11,9 @@ stay correct for requests that straddle a reload.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
-from collections import deque
 
 from synapse import metrics
 from synapse.config import Deployment
@@ -25,13 +30,17 @@ class DeploymentState:
         cooldown: float,
         queue_size: int,
         queue_timeout: float,
+        batch_aging: float = 10.0,
     ) -> None:
         self.deployment = deployment
         self.breaker = Breaker(allowed_fails, cooldown)
         self.in_flight = 0
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.batch_aging = batch_aging
+        # (rank, arrival number, waiter): the smallest rank is served first.
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
         self.last_failure: tuple[str, float] | None = None  # (reason, unix time)
         self._g_in_flight = metrics.IN_FLIGHT.labels(deployment.id)
         self._g_queued = metrics.QUEUED.labels(deployment.id)
@@ -54,7 +63,7 @@ class DeploymentState:
     def queue_full(self) -> bool:
         return len(self._waiters) >= self.queue_size
 
-    async def acquire(self) -> None:
+    async def acquire(self, priority: str = "interactive") -> None:
         """Take a slot, waiting in a bounded queue with a deadline; Overloaded otherwise."""
         if not self.full:
             self.in_flight += 1
@@ -66,7 +75,9 @@ class DeploymentState:
                 headers={"Retry-After": "1"},
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        rank = time.monotonic() + (self.batch_aging if priority == "batch" else 0.0)
+        entry = (rank, next(self._arrivals), waiter)
+        heapq.heappush(self._waiters, entry)
         self._g_queued.set(len(self._waiters))
         # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as the slot
         # is handed over, so a request whose client has gone would still reach the backend.
@@ -85,14 +96,15 @@ class DeploymentState:
                 self.release()  # the slot was handed to us as we were cancelled
             raise
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if entry in self._waiters:  # timed out or cancelled while queued
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
             self._g_queued.set(len(self._waiters))
         # The releasing request handed its slot over: in_flight is unchanged.
 
     def release(self) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = heapq.heappop(self._waiters)[2]
             if not waiter.done():
                 waiter.set_result(None)
                 return

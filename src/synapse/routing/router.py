@@ -63,6 +63,8 @@ class Trace:
     fallback: str | None = None
     errors: list[str] = field(default_factory=list)
     backend_request_id: str | None = None
+    consumer: str = ""  # consumer name, "master" or "" (anonymous): metrics, log line
+    priority: str = "interactive"  # place in a deployment's queue (interactive | batch)
 
     def upstream_id(self) -> str:
         """The id sent to backends: the caller's when it is a UUID, else a fresh UUID.
@@ -194,7 +196,7 @@ class Router:
                     await asyncio.sleep(backoff * 2 ** (attempt_no - 1))
                 tried.add(state.id)
                 try:
-                    await state.acquire()
+                    await state.acquire(trace.priority)
                 except Overloaded as exc:
                     errors.append(exc)
                     break

@@ -99,6 +99,7 @@ class Gateway:
                 old.breaker.cooldown = config.cooldown_time
                 old.queue_size = settings.queue_size
                 old.queue_timeout = settings.queue_timeout
+                old.batch_aging = settings.batch_aging
                 states[dep_id] = old
             else:
                 states[dep_id] = DeploymentState(
@@ -107,6 +108,7 @@ class Gateway:
                     cooldown=config.cooldown_time,
                     queue_size=settings.queue_size,
                     queue_timeout=settings.queue_timeout,
+                    batch_aging=settings.batch_aging,
                 )
         return states
 
