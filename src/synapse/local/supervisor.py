@@ -25,6 +25,7 @@ from pathlib import Path
 from synapse.local.engines import EngineSpec
 
 BACKOFF_MAX = 30.0
+PROGRESS_EVERY = 15.0  # seconds between "still starting" lines while an engine loads
 
 
 def free_port() -> int:
@@ -48,6 +49,13 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C reaches the stack only; the stack stops the children in order
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the child's process group (it leads one, see _die_with_parent): vLLM's engine
+    core and workers are its children and would outlive a signal to the API server alone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 @dataclass
@@ -140,12 +148,18 @@ class Supervisor:
         done.result(timeout=60)
         return child
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def wait_ready(self, child: Child, timeout: float | None = None) -> float:
         """Poll the child's health URL until it answers 200; return the seconds it took.
 
         A process that exits meanwhile fails the wait at once, restart policy or not: a crash
-        while starting (missing package, busy port) would only repeat."""
+        while starting (missing package, busy port) would only repeat. A slow start (vLLM
+        takes a minute) reports progress: the last line of the child's log."""
         started = time.monotonic()
+        next_progress = started + PROGRESS_EVERY
         limit = timeout or child.spec.startup_timeout
         url = child.url + child.spec.health_path
         proc = child.proc
@@ -161,6 +175,11 @@ class Supervisor:
             ):
                 if resp.status == 200:
                     return time.monotonic() - started
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY
+                last = child.tail(1).strip()[:160]
+                waited = time.monotonic() - started
+                self._on_event(f"{child.spec.name} still starting ({waited:.0f} s): {last}")
             time.sleep(0.2)
         raise StartError(
             f"{child.spec.name} not ready at {url} after {limit:.0f} s; "
@@ -204,10 +223,10 @@ class Supervisor:
             self._spawn(child)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal one child (tests use this to make an engine die)."""
+        """Signal one child and its own children (tests use this to make an engine die)."""
         child = self.children[name]
         if child.proc is not None and child.proc.poll() is None:
-            child.proc.send_signal(sig)
+            _signal_group(child.proc, sig)
             child.proc.wait(timeout=30)
 
     def stop(self, name: str, grace: float = 15.0) -> None:
@@ -218,11 +237,11 @@ class Supervisor:
         proc = child.proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=10)
 
     def stop_all(self, grace: float = 15.0) -> None:
@@ -242,7 +261,7 @@ class Supervisor:
         for child in rest:
             child.restart = False
             if child.running() and child.proc is not None:
-                child.proc.terminate()
+                _signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in rest:
             if child.proc is None:
@@ -250,5 +269,5 @@ class Supervisor:
             try:
                 child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.proc.kill()
+                _signal_group(child.proc, signal.SIGKILL)
                 child.proc.wait(timeout=10)
