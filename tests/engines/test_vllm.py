@@ -310,6 +310,12 @@ def test_prompt_over_max_model_len_is_vllms_400_through_both_apis(stack: Stack) 
     assert error.get("param") == "input_tokens"  # vLLM's own error body, passed through
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt=TOO_LONG, max_tokens=4)
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=VLLM_MAX_MODEL_LEN + 1
+        )
+    assert isinstance(too_many.value.body, dict)
+    assert too_many.value.body.get("param") == "max_tokens"
     native = ollama.Client(host=stack.ollama_compat_url)
     with pytest.raises(ollama.ResponseError) as native_caught:
         native.chat(model=MODEL, messages=[{"role": "user", "content": TOO_LONG}])
