@@ -7,7 +7,10 @@ one production uses), and a 2-layer Llama whose head size (32) vLLM's CPU attent
 The text it generates is gibberish; vLLM really loads, tokenizes, schedules, samples, guides
 (JSON schema, forced tool calls) and streams it, so protocol facts through the gateway are real.
 
-Runs in the vLLM venv (needs `torch`, `transformers`, `tokenizers`):
+Weights are written with numpy and safetensors, not transformers: importing torch and
+transformers takes most of a minute on a busy 2-core machine, on the way to the first answer.
+
+Runs in the vLLM venv (needs `numpy`, `safetensors`, `tokenizers`):
     .venv-vllm/bin/python -m synapse.local.tinyhf OUT_DIR
 """
 
@@ -90,10 +93,43 @@ def _tokenizer(vocab_size: int) -> object:
     return tok
 
 
+HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS = 128, 256, 2, 4, 2  # head_dim 32: vLLM CPU takes it
+
+
+def _weights(vocab: int, seed: int) -> dict[str, object]:
+    """LlamaForCausalLM's tensors, normal(0, 0.02) like its own initialiser, norms at one."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    head_dim = HIDDEN // HEADS
+
+    def rand(*shape: int) -> object:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    tensors = {
+        "model.embed_tokens.weight": rand(vocab, HIDDEN),
+        "model.norm.weight": np.ones(HIDDEN, dtype=np.float32),
+        "lm_head.weight": rand(vocab, HIDDEN),
+    }
+    for i in range(LAYERS):
+        layer = f"model.layers.{i}"
+        tensors |= {
+            f"{layer}.input_layernorm.weight": np.ones(HIDDEN, dtype=np.float32),
+            f"{layer}.post_attention_layernorm.weight": np.ones(HIDDEN, dtype=np.float32),
+            f"{layer}.self_attn.q_proj.weight": rand(HEADS * head_dim, HIDDEN),
+            f"{layer}.self_attn.k_proj.weight": rand(KV_HEADS * head_dim, HIDDEN),
+            f"{layer}.self_attn.v_proj.weight": rand(KV_HEADS * head_dim, HIDDEN),
+            f"{layer}.self_attn.o_proj.weight": rand(HIDDEN, HEADS * head_dim),
+            f"{layer}.mlp.gate_proj.weight": rand(INTERMEDIATE, HIDDEN),
+            f"{layer}.mlp.up_proj.weight": rand(INTERMEDIATE, HIDDEN),
+            f"{layer}.mlp.down_proj.weight": rand(HIDDEN, INTERMEDIATE),
+        }
+    return tensors
+
+
 def write_tiny_hf(out: Path, seed: int = 0) -> Path:
     """Write config, weights, tokenizer and template into `out` (atomically); deterministic."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from safetensors.numpy import save_file
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -102,6 +138,7 @@ def write_tiny_hf(out: Path, seed: int = 0) -> Path:
     tok = _tokenizer(1024)
     tok.save(str(tmp / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in _SPECIALS}
+    vocab = tok.get_vocab_size()
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS,
@@ -111,31 +148,37 @@ def write_tiny_hf(out: Path, seed: int = 0) -> Path:
         "clean_up_tokenization_spaces": False,
         "chat_template": CHAT_TEMPLATE,
     }
-    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))
-    (tmp / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOT, "pad_token": EOS}, indent=1)
-    )
-
-    config = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,  # head_dim 32: one of the sizes vLLM's CPU attention takes
-        num_key_value_heads=2,
-        max_position_embeddings=MAX_POSITIONS,
-        bos_token_id=ids[BOS],
-        eos_token_id=[ids[EOS], ids[EOT]],
-        pad_token_id=ids[EOS],
-        tie_word_embeddings=False,
-        torch_dtype="float32",
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(tmp, safe_serialization=True)
-    GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=[ids[EOS], ids[EOT]], pad_token_id=ids[EOS]
-    ).save_pretrained(tmp)
+    special = {"bos_token": BOS, "eos_token": EOT, "pad_token": EOS}
+    eos_ids = [ids[EOS], ids[EOT]]
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "head_dim": HIDDEN // HEADS,
+        "hidden_act": "silu",
+        "max_position_embeddings": MAX_POSITIONS,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "bos_token_id": ids[BOS],
+        "eos_token_id": eos_ids,
+        "pad_token_id": ids[EOS],
+        "torch_dtype": "float32",
+    }
+    generation = {"bos_token_id": ids[BOS], "eos_token_id": eos_ids, "pad_token_id": ids[EOS]}
+    for name, data in (
+        ("tokenizer_config.json", tokenizer_config),
+        ("special_tokens_map.json", special),
+        ("config.json", config),
+        ("generation_config.json", generation),
+    ):
+        (tmp / name).write_text(json.dumps(data, indent=1))
+    save_file(_weights(vocab, seed), str(tmp / "model.safetensors"), metadata={"format": "pt"})
 
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
