@@ -71,6 +71,10 @@ def _banner(summary: dict[str, Any]) -> None:
     console.print(f"models: {', '.join(summary['models'])}")
     if summary["ollama"]:
         console.print(f"using the local Ollama at {summary['ollama']}")
+    for name in summary["pending"]:
+        console.print(
+            f"{name}: still being installed; it starts (and its group answers) when ready"
+        )
     console.print(f"started in {summary['startup_seconds'].get('total', 0):.1f} s. Try:")
     console.print(
         f"  curl -s {gw}/v1/chat/completions -H 'Content-Type: application/json' "

@@ -229,5 +229,6 @@ class Stack:
                 name: {"url": c.url, "pid": c.pid, "log": str(c.log)}
                 for name, c in self.children.items()
             },
+            "pending": list(self.pending),
             "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
