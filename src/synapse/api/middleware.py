@@ -17,7 +17,7 @@ from aiohttp import web
 from synapse import logs, metrics
 from synapse.api.context import GATEWAY
 from synapse.api.protocol import error_response
-from synapse.errors import BadRequest, GatewayError, ModelNotFound, Unauthorized
+from synapse.errors import BadRequest, GatewayError, Unauthorized
 from synapse.routing import Trace
 
 log = logging.getLogger("synapse.request")
@@ -54,9 +54,7 @@ def make_middleware(
             response = error_response(exc, path)
             status = exc.status
         except web.HTTPException as exc:  # aiohttp's own: unknown path, wrong method
-            error = (ModelNotFound if exc.status == 404 else BadRequest)(
-                f"{request.method} {path}: {exc.reason}", status=exc.status, code=None
-            )
+            error = BadRequest(f"{request.method} {path}: {exc.reason}", status=exc.status)
             response = error_response(error, path)
             status = exc.status
         except Exception:

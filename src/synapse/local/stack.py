@@ -171,7 +171,7 @@ class Stack:
                 later.append((spec, port))
                 self.say(
                     f"{spec.name} is not installed yet ({spec.package} in {spec.venv}): "
-                    "it starts once it is; its model group fails over until then"
+                    "it starts once it is (its model group cannot answer until then)"
                 )
                 continue
             self.say(f"starting {spec.name} on 127.0.0.1:{port}")
