@@ -103,18 +103,18 @@ def _grandchild_argv(pid_file: Path) -> tuple[str, ...]:
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once `pid` has exited (a zombie waiting for its reaper counts as exited)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
             return True
-        # a zombie still answers kill(0): it is gone once it is not running
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().split(") ")[1].startswith("Z"):
-                return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("how", ["kill", "stop_all"])
@@ -137,3 +137,29 @@ def test_grandchildren_go_with_their_engine(tmp_path: Path, how: str) -> None:
         assert _gone(grandchild)
     finally:
         sup.stop_all(grace=5)
+
+
+def test_stop_all_returns_only_when_slow_grandchildren_are_gone(tmp_path: Path) -> None:
+    """vLLM's API server exits at once on SIGTERM; its engine core takes a few seconds more.
+    Stopping the stack must wait for it, or Ctrl-C leaves 3 GB behind for a while."""
+    pid_file = tmp_path / "grandchild.pid"
+    slow = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))\n"
+        "time.sleep(120)\n"
+    )
+    code = (
+        "import subprocess, sys, time\n"
+        f"g = subprocess.Popen([sys.executable, '-c', {slow!r}])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(120)\n"
+    )
+    sup = Supervisor(tmp_path)
+    sup.start(EngineSpec("server", 0, "/", (sys.executable, "-c", code)), free_port())
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the grandchild install its SIGTERM handler
+    sup.stop_all(grace=10)
+    assert _gone(int(pid_file.read_text()), timeout=0)

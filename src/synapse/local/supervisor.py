@@ -58,6 +58,31 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _end_group(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait (until `deadline`) for a signalled child and the rest of its group, then SIGKILL
+    whatever is left: vLLM's engine core outlives its API server by a few seconds."""
+    try:
+        proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc.poll() is None or _group_alive(proc.pid):
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < stop:
+            time.sleep(0.05)
+
+
 @dataclass
 class Child:
     """A running (or restarting) child process."""
@@ -238,11 +263,7 @@ class Supervisor:
         if proc is None or proc.poll() is not None:
             return
         _signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _end_group(proc, time.monotonic() + grace)
 
     def stop_all(self, grace: float = 15.0) -> None:
         """Stop every child: the newest first (the gateway drains before its engines go),
@@ -264,10 +285,5 @@ class Supervisor:
                 _signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in rest:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(child.proc, signal.SIGKILL)
-                child.proc.wait(timeout=10)
+            if child.proc is not None:
+                _end_group(child.proc, deadline)
