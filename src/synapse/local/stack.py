@@ -1,7 +1,9 @@
 """The local stack: real engines plus the gateway in front of them, on 127.0.0.1 only.
 
-Order matters: the chat model is generated, the engines start and become ready, then the
-effective config (real ports, any local Ollama) is written and the gateway starts on it.
+Order matters: the chat models are generated, the engines start and become ready, then the
+effective config (real ports, any local Ollama) is written and the gateway starts on it. An
+engine whose package is still being installed (llama.cpp, compiled in the background by
+`make run` on a first start) is started later, when it appears: its group fails over until then.
 """
 
 from __future__ import annotations
@@ -9,19 +11,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synapse.local import engines, profile, tinyllama
-from synapse.local.engines import EngineSpec
+from synapse.local import engines, profile, tinyhf, tinyllama
+from synapse.local.engines import EngineSpec, Models, Venvs
 from synapse.local.profile import OLLAMA_URL
 from synapse.local.supervisor import Child, StartError, Supervisor, free_port, port_is_free
 
 DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
+DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
+PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
 
 
 def default_state_dir() -> Path:
@@ -35,6 +40,7 @@ class StackOptions:
 
     profile: Path = DEFAULT_PROFILE
     engines_venv: Path = DEFAULT_ENGINES_VENV
+    vllm_venv: Path = DEFAULT_VLLM_VENV
     state_dir: Path = field(default_factory=default_state_dir)
     port: int = 8000  # 0 = any free port
     ollama_port: int | None = None  # None = 11434, or a free one when an Ollama holds it
@@ -63,6 +69,8 @@ class Stack:
         self.config: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.error: Exception | None = None
+        self.pending: list[str] = []  # engines waiting for their package to be installed
+        self._late: threading.Thread | None = None
 
     @property
     def children(self) -> dict[str, Child]:
@@ -80,26 +88,39 @@ class Stack:
     def ollama_compat_url(self) -> str:
         return f"http://127.0.0.1:{self.ollama_port}"
 
-    def _check_venv(self) -> Path:
-        py = engines.engine_python(self.opts.engines_venv)
-        if not py.exists():
-            raise StartError(
-                f"engines venv {self.opts.engines_venv} is missing: run `make engines` "
-                "(or `make run`, which installs it first)"
-            )
-        return py
+    def _check_venvs(self) -> Venvs:
+        venvs = Venvs(self.opts.engines_venv, self.opts.vllm_venv)
+        for venv, target in ((venvs.engines, "engines"), (venvs.vllm, "vllm")):
+            if not engines.engine_python(venv).exists():
+                raise StartError(
+                    f"engines venv {venv} is missing: run `make {target}` "
+                    "(or `make run`, which installs it first)"
+                )
+        return venvs
 
-    def _tiny_llama(self, py: Path) -> Path:
-        model = self.opts.state_dir / f"tiny-llama-v{tinyllama.VERSION}.gguf"
-        if model.exists():
-            return model
-        self.say(f"writing the tiny random-weight chat model to {model}")
+    def _generate(self, venv: Path, module: str, out: Path, what: str) -> Path:
+        """Run a model writer (synapse.local.tiny*) in the venv that has its libraries."""
+        if out.exists():
+            return out
+        self.say(f"writing {what} to {out}")
         env = {**os.environ, "PYTHONPATH": str(engines.source_root())}
-        cmd = [str(py), "-m", "synapse.local.tinyllama", str(model)]
+        cmd = [str(engines.engine_python(venv)), "-m", module, str(out)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise StartError(f"could not write {model}:\n{done.stderr[-2000:]}")
-        return model
+            raise StartError(f"could not write {out}:\n{done.stderr[-2000:]}")
+        return out
+
+    def _models(self, venvs: Venvs) -> Models:
+        state = self.opts.state_dir
+        hf = self._generate(
+            venvs.vllm, "synapse.local.tinyhf", state / f"tiny-llama-hf-v{tinyhf.VERSION}",
+            "the tiny random-weight Llama for vLLM",
+        )  # fmt: skip
+        gguf = self._generate(
+            venvs.engines, "synapse.local.tinyllama", state / f"tiny-llama-v{tinyllama.VERSION}.gguf",
+            "the tiny random-weight Llama GGUF for llama.cpp",
+        )  # fmt: skip
+        return Models(hf, gguf)
 
     def _gateway_spec(self) -> EngineSpec:
         argv = (
@@ -122,9 +143,16 @@ class Stack:
     def _start(self) -> None:
         opts = self.opts
         started = time.monotonic()
-        py = self._check_venv()
+        self.gateway_port = opts.port or free_port()
+        if not port_is_free(self.gateway_port):  # before anything slow: a second `make run`
+            raise StartError(
+                f"port {self.gateway_port} is busy: pass --port N (or --port 0); "
+                'with make: make run RUN_ARGS="--port N"'
+            )
+        self.metrics_port = free_port()  # 9090 may be taken on a developer's machine
+        venvs = self._check_venvs()
         base = profile.load(opts.profile)
-        model = self._tiny_llama(py)
+        models = self._models(venvs)
 
         if opts.use_ollama:
             self.ollama_models = profile.detect_ollama(opts.ollama_url)
@@ -135,15 +163,19 @@ class Stack:
         else:
             # 11434 as Ollama clients expect, unless a real Ollama has it
             self.ollama_port = next((p for p in (11434, 11435) if port_is_free(p)), free_port())
-        self.gateway_port = opts.port or free_port()
-        self.metrics_port = free_port()  # 9090 may be taken on a developer's machine
-        if not port_is_free(self.gateway_port):
-            raise StartError(f"port {self.gateway_port} is busy: pass --port N (or --port 0)")
 
         ports: dict[int, int] = {}
-        for spec in engines.specs(opts.engines_venv, model):
+        later: list[tuple[EngineSpec, int]] = []
+        for spec in engines.specs(venvs, models):
             port = _pick(spec.default_port, prefer=opts.default_engine_ports)
             ports[spec.default_port] = port
+            if not spec.installed():
+                later.append((spec, port))
+                self.say(
+                    f"{spec.name} is not installed yet ({spec.package} in {spec.venv}): "
+                    "it starts once it is (its model group cannot answer until then)"
+                )
+                continue
             self.say(f"starting {spec.name} on 127.0.0.1:{port}")
             self.supervisor.start(spec, port, restart=opts.restart)
         for child in list(self.children.values()):
@@ -158,6 +190,30 @@ class Stack:
         )
         self.timings["gateway"] = self.supervisor.wait_ready(gateway)
         self.timings["total"] = time.monotonic() - started
+        if later:
+            self.pending = [spec.name for spec, _ in later]
+            self._late = threading.Thread(target=self._start_later, args=(later,), daemon=True)
+            self._late.start()
+
+    def _start_later(self, later: list[tuple[EngineSpec, int]]) -> None:
+        """Start each pending engine once its package is installed (while the stack runs)."""
+        waiting = list(later)
+        while waiting and not self.supervisor.stopping:
+            for spec, port in list(waiting):
+                if not spec.installed():
+                    continue
+                waiting.remove((spec, port))
+                try:
+                    self.say(f"{spec.name} is installed now: starting it on 127.0.0.1:{port}")
+                    child = self.supervisor.start(spec, port, restart=self.opts.restart)
+                    seconds = self.supervisor.wait_ready(child)
+                except StartError as exc:
+                    self.say(str(exc))
+                    continue
+                finally:
+                    self.pending.remove(spec.name)
+                self.say(f"{spec.name} ready in {seconds:.1f} s: every model group answers now")
+            time.sleep(PENDING_POLL)
 
     def stop(self) -> None:
         self.supervisor.stop_all()
@@ -175,5 +231,6 @@ class Stack:
                 name: {"url": c.url, "pid": c.pid, "log": str(c.log)}
                 for name, c in self.children.items()
             },
+            "pending": list(self.pending),
             "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }

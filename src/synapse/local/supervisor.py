@@ -25,6 +25,7 @@ from pathlib import Path
 from synapse.local.engines import EngineSpec
 
 BACKOFF_MAX = 30.0
+PROGRESS_EVERY = 15.0  # seconds between "still starting" lines while an engine loads
 
 
 def free_port() -> int:
@@ -48,6 +49,38 @@ def _die_with_parent() -> None:
     os.setpgrp()  # Ctrl-C reaches the stack only; the stack stops the children in order
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the child's process group (it leads one, see _die_with_parent): vLLM's engine
+    core and workers are its children and would outlive a signal to the API server alone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _end_group(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait (until `deadline`) for a signalled child and the rest of its group, then SIGKILL
+    whatever is left: vLLM's engine core outlives its API server by a few seconds."""
+    try:
+        proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc.poll() is None or _group_alive(proc.pid):
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < stop:
+            time.sleep(0.05)
 
 
 @dataclass
@@ -140,12 +173,18 @@ class Supervisor:
         done.result(timeout=60)
         return child
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def wait_ready(self, child: Child, timeout: float | None = None) -> float:
         """Poll the child's health URL until it answers 200; return the seconds it took.
 
         A process that exits meanwhile fails the wait at once, restart policy or not: a crash
-        while starting (missing package, busy port) would only repeat."""
+        while starting (missing package, busy port) would only repeat. A slow start (vLLM
+        takes a minute) reports progress: the last line of the child's log."""
         started = time.monotonic()
+        next_progress = started + PROGRESS_EVERY
         limit = timeout or child.spec.startup_timeout
         url = child.url + child.spec.health_path
         proc = child.proc
@@ -161,6 +200,11 @@ class Supervisor:
             ):
                 if resp.status == 200:
                     return time.monotonic() - started
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_EVERY
+                last = child.tail(1).strip()[:160]
+                waited = time.monotonic() - started
+                self._on_event(f"{child.spec.name} still starting ({waited:.0f} s): {last}")
             time.sleep(0.2)
         raise StartError(
             f"{child.spec.name} not ready at {url} after {limit:.0f} s; "
@@ -204,10 +248,10 @@ class Supervisor:
             self._spawn(child)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal one child (tests use this to make an engine die)."""
+        """Signal one child and its own children (tests use this to make an engine die)."""
         child = self.children[name]
         if child.proc is not None and child.proc.poll() is None:
-            child.proc.send_signal(sig)
+            _signal_group(child.proc, sig)
             child.proc.wait(timeout=30)
 
     def stop(self, name: str, grace: float = 15.0) -> None:
@@ -218,12 +262,8 @@ class Supervisor:
         proc = child.proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        _signal_group(proc, signal.SIGTERM)
+        _end_group(proc, time.monotonic() + grace)
 
     def stop_all(self, grace: float = 15.0) -> None:
         """Stop every child: the newest first (the gateway drains before its engines go),
@@ -242,13 +282,8 @@ class Supervisor:
         for child in rest:
             child.restart = False
             if child.running() and child.proc is not None:
-                child.proc.terminate()
+                _signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in rest:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait(timeout=10)
+            if child.proc is not None:
+                _end_group(child.proc, deadline)

@@ -1,0 +1,165 @@
+"""The stack's start-up behaviour without real engines: busy port, late engines, progress, and
+process groups (vLLM's engine core is a grandchild of the stack)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from synapse.local import supervisor as supervisor_module
+from synapse.local.engines import EngineSpec
+from synapse.local.stack import Stack, StackOptions
+from synapse.local.supervisor import Supervisor, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP = (sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}")
+
+
+def test_busy_gateway_port_names_the_make_spelling(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "synapse", "local-stack", "--port", str(port),
+             "--state-dir", str(tmp_path), "--engines-venv", str(tmp_path / "none")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 1
+    assert f"port {port} is busy" in message
+    assert 'make run RUN_ARGS="--port N"' in message
+
+
+def test_help_explains_the_ollama_and_venv_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "synapse", "local-stack", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    text = " ".join(done.stdout.split())
+    assert "--ignore-local-ollama, --no-ollama" in text
+    assert "do not add the models of an Ollama found at --ollama-url" in text
+    assert "--vllm-venv" in text and "make vllm" in text
+    assert "--engines-venv" in text and "make engines" in text
+
+
+def test_engine_still_installing_starts_when_its_package_appears(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    spec = EngineSpec("late", 0, "/", HTTP, {}, 30.0, venv, "latepkg")
+    assert not spec.installed()
+    events: list[str] = []
+    stack = Stack(StackOptions(state_dir=tmp_path / "state", restart=False), say=events.append)
+    stack.pending = ["late"]
+    port = free_port()
+    worker = threading.Thread(target=stack._start_later, args=([(spec, port)],))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        assert "late" not in stack.children  # not before the package is there
+        package = venv / "lib" / "python3.11" / "site-packages" / "latepkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert stack.children["late"].running() and stack.pending == []
+        assert any("late ready in" in e for e in events)
+    finally:
+        stack.stop()
+
+
+def test_slow_start_reports_progress_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "PROGRESS_EVERY", 0.3)
+    events: list[str] = []
+    sup = Supervisor(tmp_path, on_event=events.append)
+    argv = (sys.executable, "-u", "-c", "import time; print('loading weights 3/7'); time.sleep(60)")
+    try:
+        child = sup.start(EngineSpec("slow", 0, "/", argv, {}, 2.0), free_port())
+        with pytest.raises(supervisor_module.StartError):
+            sup.wait_ready(child)
+    finally:
+        sup.stop_all(grace=5)
+    assert any(e.startswith("slow still starting (") and "loading weights 3/7" in e for e in events)
+
+
+def _grandchild_argv(pid_file: Path) -> tuple[str, ...]:
+    """A child that starts its own child (as vLLM starts its engine core) and then serves."""
+    code = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(120)\n"
+    )
+    return (sys.executable, "-c", code)
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """True once `pid` has exited (a zombie waiting for its reaper counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["kill", "stop_all"])
+def test_grandchildren_go_with_their_engine(tmp_path: Path, how: str) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    sup = Supervisor(tmp_path)
+    try:
+        sup.start(
+            EngineSpec("parent", 0, "/", _grandchild_argv(pid_file)), free_port(), restart=False
+        )
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        if how == "kill":
+            sup.kill("parent", signal.SIGKILL)
+        else:
+            sup.stop_all(grace=5)
+        assert _gone(grandchild)
+    finally:
+        sup.stop_all(grace=5)
+
+
+def test_stop_all_returns_only_when_slow_grandchildren_are_gone(tmp_path: Path) -> None:
+    """vLLM's API server exits at once on SIGTERM; its engine core takes a few seconds more.
+    Stopping the stack must wait for it, or Ctrl-C leaves 3 GB behind for a while."""
+    pid_file = tmp_path / "grandchild.pid"
+    slow = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.5), sys.exit(0)))\n"
+        "time.sleep(120)\n"
+    )
+    code = (
+        "import subprocess, sys, time\n"
+        f"g = subprocess.Popen([sys.executable, '-c', {slow!r}])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(120)\n"
+    )
+    sup = Supervisor(tmp_path)
+    sup.start(EngineSpec("server", 0, "/", (sys.executable, "-c", code)), free_port())
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the grandchild install its SIGTERM handler
+    sup.stop_all(grace=10)
+    assert _gone(int(pid_file.read_text()), timeout=0)
