@@ -275,6 +275,29 @@ def _part(
     return out
 
 
+async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict | None]:
+    """The JSON chunks of an OpenAI SSE stream, then None for `data: [DONE]`.
+
+    Nothing follows the last chunk of a stream cut before `[DONE]`, so a translator that emits
+    its final frame only on None leaves the stream visibly incomplete. An error chunk raises.
+    """
+    async for raw in lines:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            yield None
+            return
+        chunk = orjson.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError(f"a frame of unexpected shape: {data[:80]!r}")
+        if chunk.get("error"):
+            err = chunk["error"]
+            raise ValueError(err.get("message") if isinstance(err, dict) else str(err))
+        yield chunk
+
+
 async def sse_to_ndjson(
     lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool
 ) -> AsyncIterator[bytes]:
@@ -286,20 +309,12 @@ async def sse_to_ndjson(
     usage: dict | None = None
     finish: str | None = None
     calls: dict[int, dict] = {}
-    async for raw in lines:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
+    async for chunk in sse_chunks(lines):
+        if chunk is None:
             final = _part(model, "", generate, [calls[k] for k in sorted(calls)])
             final.update(final_fields(usage, finish, timing))
             yield orjson.dumps(final) + b"\n"
             return
-        chunk = orjson.loads(data)
-        if chunk.get("error"):
-            err = chunk["error"]
-            raise ValueError(err.get("message") if isinstance(err, dict) else str(err))
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or ():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from synapse.errors import BadRequest
+from synapse.translate.chat import sse_chunks
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
@@ -449,19 +450,11 @@ async def sse_to_events(lines: AsyncIterator[bytes], body: dict) -> AsyncIterato
         yield event
     finish: str | None = None
     chat_usage: dict | None = None
-    async for raw in lines:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
+    async for chunk in sse_chunks(lines):
+        if chunk is None:
             for event in state.finish(finish, chat_usage):
                 yield event
             return
-        chunk = orjson.loads(data)
-        if chunk.get("error"):
-            err = chunk["error"]
-            raise ValueError(err.get("message") if isinstance(err, dict) else str(err))
         chat_usage = chunk.get("usage") or chat_usage
         for choice in chunk.get("choices") or ():
             finish = choice.get("finish_reason") or finish
