@@ -88,6 +88,28 @@ class GeneralSettings(_LiteLLMSection):
     master_key: str | None = None
 
 
+class EmbeddingBatching(BaseModel):
+    """Concurrent embedding requests for one group coalesced into one backend call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_batch: int = Field(default=32, ge=1)  # texts in one backend call
+    max_bytes: int = Field(default=1024 * 1024, ge=1024)  # UTF-8 bytes of those texts
+    # How long a request waits for company, only while another batch is in flight.
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
+class EmbeddingCache(BaseModel):
+    """(group, text, parameters) → vector, in memory, least recently used evicted first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_mb: float = Field(default=64, gt=0)
+    ttl: float = Field(default=3600.0, ge=0)  # seconds; 0 keeps entries until evicted
+
+
 class SynapseSettings(BaseModel):
     """Knobs LiteLLM has no name for. Strict: a typo here is an error, not a warning."""
 
@@ -122,6 +144,8 @@ class SynapseSettings(BaseModel):
     drain_delay: float = Field(default=5.0, ge=0)
     shutdown_grace: float = Field(default=25.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    embedding_batching: EmbeddingBatching = EmbeddingBatching()
+    embedding_cache: EmbeddingCache = EmbeddingCache()
 
 
 class ConfigFile(_LiteLLMSection):
