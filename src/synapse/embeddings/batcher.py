@@ -1,9 +1,10 @@
 """Micro-batching: concurrent embedding requests for one group become one backend call.
 
-A request is sent at once when nothing else for its lane (group and parameters) is queued or
-in flight, so a lone caller never waits. While a call is in flight, newcomers queue for at most
-`max_wait_ms` (or until `max_batch` texts or `max_bytes` have gathered) and go out together;
-the answer is split back to each caller in order. A caller error on a batch (a 4xx: one text
+A request is sent at once when nothing else for its group is queued or in flight, so a lone
+caller never waits. While a call is in flight, newcomers queue in the lane of their parameters
+(requests with different parameters never share a call) for at most `max_wait_ms`, or until
+`max_batch` texts or `max_bytes` have gathered, and go out together; the answer is split back
+to each caller in order. A caller error on a batch (a 4xx: one text
 too long, say) re-sends each request alone, so one bad text fails only its own request.
 """
 
@@ -42,7 +43,6 @@ class _Lane:
     pending: list[_Item] = field(default_factory=list)
     texts: int = 0
     bytes: int = 0
-    in_flight: int = 0
     timer: asyncio.TimerHandle | None = None
 
 
@@ -50,6 +50,7 @@ class Batcher:
     def __init__(self, settings: EmbeddingBatching) -> None:
         self.settings = settings
         self._lanes: dict[tuple[str, bytes], _Lane] = {}
+        self._in_flight: dict[str, int] = {}  # calls under way, by group
         self._tasks: set[asyncio.Task] = set()
 
     def configure(self, settings: EmbeddingBatching) -> None:
@@ -60,19 +61,18 @@ class Batcher:
     ) -> Embedded:
         limits = self.settings
         size = sum(len(t.encode()) for t in texts)
+        solo = self._alone(group) or len(texts) >= limits.max_batch or size >= limits.max_bytes
+        if not limits.enabled or solo:
+            return await self._now(group, texts, run, trace)
         key = (group, params)
         lane = self._lanes.get(key)
-        alone = lane is None or (not lane.pending and lane.in_flight == 0)
-        if (
-            not limits.enabled
-            or alone
-            or len(texts) >= limits.max_batch
-            or size >= limits.max_bytes
+        if lane is not None and (
+            lane.texts + len(texts) > limits.max_batch or lane.bytes + size > limits.max_bytes
         ):
-            return await self._now(group, key, texts, run, trace)
-        assert lane is not None
-        if lane.texts + len(texts) > limits.max_batch or lane.bytes + size > limits.max_bytes:
-            self._flush(group, key, lane)
+            self._flush(group, key, lane)  # full: out it goes, this request opens the next
+            lane = None
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
         loop = asyncio.get_running_loop()
         item = _Item(texts, size, run, trace, loop.create_future(), time.perf_counter())
         lane.pending.append(item)
@@ -84,37 +84,46 @@ class Batcher:
             lane.timer = loop.call_later(limits.max_wait_ms / 1000, self._flush, group, key, lane)
         return await item.future
 
-    async def _now(
-        self, group: str, key: tuple[str, bytes], texts: list[str], run: Run, trace: Trace
-    ) -> Embedded:
+    def _alone(self, group: str) -> bool:
+        """Nothing for `group` is in flight or queued: no company is coming, no wait."""
+        if self._in_flight.get(group):
+            return False
+        return not any(g == group and lane.pending for (g, _), lane in self._lanes.items())
+
+    def _begin(self, group: str) -> None:
+        self._in_flight[group] = self._in_flight.get(group, 0) + 1
+
+    def _end(self, group: str) -> None:
+        left = self._in_flight[group] - 1
+        if left:
+            self._in_flight[group] = left
+        else:
+            del self._in_flight[group]
+
+    async def _now(self, group: str, texts: list[str], run: Run, trace: Trace) -> Embedded:
         """Sent in the caller's own task, counted in flight so that newcomers batch."""
-        lane = self._lanes.setdefault(key, _Lane())
-        lane.in_flight += 1
+        self._begin(group)
         metrics.EMBEDDING_BATCH_WAIT.labels(group).observe(0)
         metrics.EMBEDDING_BATCH_SIZE.labels(group).observe(len(texts))
         try:
             return await run(texts, trace)
         finally:
-            lane.in_flight -= 1
-            self._tidy(key, lane)
+            self._end(group)
 
     def _flush(self, group: str, key: tuple[str, bytes], lane: _Lane) -> None:
         if lane.timer is not None:
             lane.timer.cancel()
             lane.timer = None
         items = [i for i in lane.pending if not i.future.done()]  # done: the caller left
-        lane.pending, lane.texts, lane.bytes = [], 0, 0
+        del self._lanes[key]  # the next newcomer opens a fresh lane
         if not items:
-            self._tidy(key, lane)
             return
-        lane.in_flight += 1
-        task = asyncio.create_task(self._send(group, key, lane, items))
+        self._begin(group)
+        task = asyncio.create_task(self._send(group, items))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(
-        self, group: str, key: tuple[str, bytes], lane: _Lane, items: list[_Item]
-    ) -> None:
+    async def _send(self, group: str, items: list[_Item]) -> None:
         texts = [t for item in items for t in item.texts]
         trace = Trace(items[0].trace.request_id)
         now = time.perf_counter()
@@ -125,7 +134,7 @@ class Batcher:
             result = await items[0].run(texts, trace)
         except GatewayError as exc:
             if len(items) > 1 and _callers_fault(exc):
-                await asyncio.gather(*(self._alone(group, item) for item in items))
+                await asyncio.gather(*(self._resend(group, item) for item in items))
             else:
                 _settle(items, trace, exc)
         except Exception as exc:  # every caller must hear of it
@@ -145,10 +154,9 @@ class Batcher:
                     )
                 start = end
         finally:
-            lane.in_flight -= 1
-            self._tidy(key, lane)
+            self._end(group)
 
-    async def _alone(self, group: str, item: _Item) -> None:
+    async def _resend(self, group: str, item: _Item) -> None:
         trace = Trace(item.trace.request_id)
         metrics.EMBEDDING_BATCH_SIZE.labels(group).observe(len(item.texts))
         try:
@@ -159,10 +167,6 @@ class Batcher:
             _copy(trace, item.trace)
             if not item.future.done():
                 item.future.set_result(result)
-
-    def _tidy(self, key: tuple[str, bytes], lane: _Lane) -> None:
-        if not lane.pending and not lane.in_flight and self._lanes.get(key) is lane:
-            del self._lanes[key]
 
 
 def _callers_fault(exc: GatewayError) -> bool:

@@ -28,6 +28,8 @@ class Params:
 
     @classmethod
     def of(cls, fields: dict) -> Params:
+        """`null` means absent (the ollama client sends `"options": null`): one key for both."""
+        fields = {k: v for k, v in fields.items() if v is not None}
         return cls(fields, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
 
     @classmethod
