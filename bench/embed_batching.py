@@ -54,7 +54,9 @@ def engine(bin_dir: Path, run_dir: Path) -> Service:
     return svc
 
 
-def gateway(bin_dir: Path, run_dir: Path, engine_url: str, batching: bool) -> Service:
+def gateway(
+    bin_dir: Path, run_dir: Path, engine_url: str, batching: bool, wait_ms: float
+) -> Service:
     port, metrics_port = free_port(), free_port()
     config = {
         "model_list": [
@@ -70,7 +72,7 @@ def gateway(bin_dir: Path, run_dir: Path, engine_url: str, batching: bool) -> Se
             "health_check_interval": 0,
             "drain_delay": 0,
             "shutdown_grace": 5,
-            "embedding_batching": {"enabled": batching},
+            "embedding_batching": {"enabled": batching, "max_wait_ms": wait_ms},
         },
     }
     path = run_dir / f"synapse-{'on' if batching else 'off'}.yaml"
@@ -158,6 +160,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--sequential", type=int, default=200, help="requests for p50 at c = 1")
+    ap.add_argument("--max-wait-ms", type=float, default=5.0, help="embedding_batching window")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     args = ap.parse_args()
     exit_on_sigterm()
@@ -181,7 +184,7 @@ def main() -> int:
             lines.append(row(f"direct, c={c}, unique texts", direct))
             results = {}
             for batching in (False, True):
-                gw = gateway(args.bin, run_dir, e5.url, batching)
+                gw = gateway(args.bin, run_dir, e5.url, batching, args.max_wait_ms)
                 gw.start()
                 services.append(gw)
                 asyncio.run(load(gw.url, 4, 2, unique))

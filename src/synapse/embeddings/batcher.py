@@ -2,9 +2,9 @@
 
 A request is sent at once when nothing else for its group is queued or in flight, so a lone
 caller never waits. While a call is in flight, newcomers queue in the lane of their parameters
-(requests with different parameters never share a call) for at most `max_wait_ms`, or until
-`max_batch` texts or `max_bytes` have gathered, and go out together; the answer is split back
-to each caller in order. A caller error on a batch (a 4xx: one text
+(requests with different parameters never share a call) and go out together when the group's
+calls have all returned, when `max_batch` texts or `max_bytes` have gathered, or after
+`max_wait_ms`, whichever comes first; the answer is split back to each caller in order. A caller error on a batch (a 4xx: one text
 too long, say) re-sends each request alone, so one bad text fails only its own request.
 """
 
@@ -97,8 +97,11 @@ class Batcher:
         left = self._in_flight[group] - 1
         if left:
             self._in_flight[group] = left
-        else:
-            del self._in_flight[group]
+            return
+        del self._in_flight[group]
+        # The backend is idle: what queued meanwhile goes now, not at the end of its window.
+        for key, lane in [(k, lane) for k, lane in self._lanes.items() if k[0] == group]:
+            self._flush(group, key, lane)
 
     async def _now(self, group: str, texts: list[str], run: Run, trace: Trace) -> Embedded:
         """Sent in the caller's own task, counted in flight so that newcomers batch."""
