@@ -135,7 +135,8 @@ async def load(url: str, clients: int, seconds: float, texts: Callable[[], str])
     }
 
 
-async def cache_counts(metrics_url: str) -> dict[str, float]:
+async def gateway_counts(metrics_url: str) -> dict[str, float]:
+    """Cache results by kind, and texts / calls of the batch size histogram."""
     async with aiohttp.ClientSession() as session, session.get(metrics_url) as resp:
         text = await resp.text()
     counts = {}
@@ -143,6 +144,9 @@ async def cache_counts(metrics_url: str) -> dict[str, float]:
         if line.startswith("synapse_embedding_cache_total{"):
             result = line.split('result="')[1].split('"')[0]
             counts[result] = float(line.rsplit(" ", 1)[1])
+        for part in ("sum", "count"):
+            if line.startswith(f"synapse_embedding_batch_size_{part}{{"):
+                counts[f"batch_{part}"] = float(line.rsplit(" ", 1)[1])
     return counts
 
 
@@ -188,7 +192,12 @@ def main() -> int:
                 gw.start()
                 services.append(gw)
                 asyncio.run(load(gw.url, 4, 2, unique))
+                before = asyncio.run(gateway_counts(gw.metrics))
                 results[batching] = asyncio.run(load(gw.url, c, args.seconds, unique))
+                after = asyncio.run(gateway_counts(gw.metrics))
+                texts = after.get("batch_sum", 0) - before.get("batch_sum", 0)
+                batch_calls = after.get("batch_count", 0) - before.get("batch_count", 0)
+                results[batching]["per_call"] = texts / max(batch_calls, 1)
                 label = "on" if batching else "off"
                 lines.append(
                     row(f"Synapse batching {label}, c={c}, unique texts", results[batching])
@@ -198,9 +207,9 @@ def main() -> int:
                     one_gw = asyncio.run(load(gw.url, 1, args.seconds / 2, unique))
                     lines.append(row("direct, c=1", one_direct))
                     lines.append(row("Synapse batching on, c=1", one_gw))
-                    before = asyncio.run(cache_counts(gw.metrics))
+                    before = asyncio.run(gateway_counts(gw.metrics))
                     cached = asyncio.run(load(gw.url, c, args.seconds / 2, repeated))
-                    after = asyncio.run(cache_counts(gw.metrics))
+                    after = asyncio.run(gateway_counts(gw.metrics))
                     hits = after.get("hit", 0) - before.get("hit", 0)
                     misses = after.get("miss", 0) - before.get("miss", 0)
                     lines.append(row(f"Synapse, c={c}, {len(pool)} repeated texts", cached))
@@ -208,7 +217,8 @@ def main() -> int:
             lines += [
                 "",
                 f"Batching on vs direct: {results[True]['rps'] / direct['rps']:.2f}x req/s; "
-                f"vs batching off: {results[True]['rps'] / results[False]['rps']:.2f}x. "
+                f"vs batching off: {results[True]['rps'] / results[False]['rps']:.2f}x; "
+                f"texts per engine call with batching on: {results[True]['per_call']:.1f}. "
                 f"c=1 p50: direct {one_direct['p50_ms']:.2f} ms, Synapse {one_gw['p50_ms']:.2f} ms. "
                 f"Cache hit ratio on repeated texts: {hits / max(hits + misses, 1):.3f} "
                 f"({hits:.0f} hits, {misses:.0f} misses).",
