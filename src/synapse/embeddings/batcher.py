@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from synapse import metrics
@@ -153,7 +153,11 @@ class Batcher:
                 _copy(trace, item.trace)
                 if not item.future.done():
                     item.future.set_result(
-                        type(result)(result.vectors[start:end], result.tokens[start:end])
+                        replace(
+                            result,
+                            vectors=result.vectors[start:end],
+                            tokens=result.tokens[start:end],
+                        )
                     )
                 start = end
         finally:

@@ -65,13 +65,13 @@ class VectorCache:
         expires = time.monotonic() + self.ttl if self.ttl else 0.0
         self._entries[key] = Entry(stored, tokens, expires, size)
         self.bytes += size
+        metrics.EMBEDDING_CACHE_BYTES.set(self.bytes)
         self._shrink()
 
     def drop_groups(self, groups: set[str]) -> None:
         """Forget every entry of `groups` (their deployments changed: old vectors may differ)."""
         for key in [k for k in self._entries if k[0] in groups]:
             self._drop(key)
-        metrics.EMBEDDING_CACHE_BYTES.set(self.bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,9 +81,9 @@ class VectorCache:
             key = next(iter(self._entries))
             self._drop(key)
             metrics.EMBEDDING_CACHE.labels("eviction").inc()
-        metrics.EMBEDDING_CACHE_BYTES.set(self.bytes)
 
     def _drop(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self.bytes -= entry.size
+            metrics.EMBEDDING_CACHE_BYTES.set(self.bytes)
