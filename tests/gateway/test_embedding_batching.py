@@ -25,6 +25,7 @@ from tests.gateway.embedding_helpers import (
     sync,
     unique,
 )
+from tests.stubs.backend import legacy_vector
 
 BATCH = 4
 HOLD = 2.0  # seconds the first call is held: ample for the rest to arrive on a busy machine
@@ -77,33 +78,39 @@ async def test_concurrent_requests_from_both_apis_share_one_call_in_order(stack)
     ollama_b.control(embed_delay=HOLD)
     first = await _first_in_flight(gw, ollama_b)
     ollama_b.control(embed_delay=0)
-    legacy, single, openai_text = unique("legacy"), unique("embed"), unique("openai")
-    pair = [unique("pair-a"), unique("pair-b")]  # one caller, two texts: 4 texts in all
+    single, openai_text, pair = unique("embed"), unique("openai"), [unique("a"), unique("b")]
     answers = await asyncio.gather(
-        ol.embeddings(model=MODEL, prompt=legacy),
         ol.embed(model=MODEL, input=single),
-        oa.embeddings.create(model=MODEL, input=openai_text),  # base64
+        oa.embeddings.create(model=MODEL, input=openai_text),  # base64, as the SDK asks
+        ol.embed(model=MODEL, input=pair),  # one caller, two texts: 4 texts in all
     )
     await first
-    # three texts queued; the window (1 s) closes the batch
-    assert [c["items"] for c in calls(ollama_b)] == [1, 3]
-    assert sorted(calls(ollama_b)[1]["texts"]) == sorted([legacy, single, openai_text])
-    assert close_to(answers[0].embedding, legacy)
-    assert close_to(answers[1].embeddings[0], single)
-    assert close_to(answers[2].data[0].embedding, openai_text)
+    assert [(c["path"], c["items"]) for c in calls(ollama_b)] == [
+        ("/api/embeddings", 1),
+        ("/api/embed", BATCH),
+    ]
+    assert sorted(calls(ollama_b)[1]["texts"]) == sorted([single, openai_text, *pair])
+    assert close_to(answers[0].embeddings[0], single)
+    assert close_to(answers[1].data[0].embedding, openai_text)
+    assert close_to(answers[2].embeddings[0], pair[0]) and close_to(
+        answers[2].embeddings[1], pair[1]
+    )
 
-    ollama_b.control(embed_calls=[], embed_delay=HOLD)
+
+@sync
+async def test_legacy_requests_keep_their_own_endpoint_on_ollama(stack) -> None:
+    """/api/embeddings vectors are not normalized, /api/embed's are: never batched into it."""
+    gw, ollama_b, _, _ = stack
+    ol = ollama_client(gw)
+    ollama_b.control(embed_delay=HOLD)
     first = await _first_in_flight(gw, ollama_b)
     ollama_b.control(embed_delay=0)
-    both, other, last = await asyncio.gather(
-        ol.embed(model=MODEL, input=pair),
-        ol.embed(model=MODEL, input=unique("x")),
-        oa.embeddings.create(model=MODEL, input=unique("y"), encoding_format="float"),
-    )
+    texts = [unique("legacy") for _ in range(3)]
+    answers = await asyncio.gather(*(ol.embeddings(model=MODEL, prompt=t) for t in texts))
     await first
-    assert [c["items"] for c in calls(ollama_b)] == [1, BATCH]
-    assert close_to(both.embeddings[0], pair[0]) and close_to(both.embeddings[1], pair[1])
-    assert last.usage.prompt_tokens >= 0 and len(other.embeddings) == 1
+    assert [(c["path"], c["items"]) for c in calls(ollama_b)] == [("/api/embeddings", 1)] * 4
+    for text, answer in zip(texts, answers, strict=True):
+        assert answer.embedding == pytest.approx(legacy_vector(text), abs=1e-6)
 
 
 @sync
@@ -120,11 +127,12 @@ async def test_openai_backends_get_one_list_call_too(stack) -> None:
         *(ol.embeddings(model="embed-openai", prompt=t) for t in texts[2:]),
     )
     await task
-    assert [(c["path"], c["items"]) for c in calls(openai_b)] == [
-        ("/v1/embeddings", 1),
-        ("/v1/embeddings", BATCH),
+    # on an OpenAI backend legacy requests batch too, among themselves (their own cache key)
+    batches = sorted(calls(openai_b)[1:], key=lambda c: c["texts"][0])
+    assert [(c["path"], sorted(c["texts"])) for c in batches] == [
+        ("/v1/embeddings", sorted(texts[:2])),
+        ("/v1/embeddings", sorted(texts[2:])),
     ]
-    assert sorted(calls(openai_b)[1]["texts"]) == sorted(texts)
     assert close_to(answers[0].data[0].embedding, texts[0])
     assert close_to(answers[1].data[0].embedding, texts[1])
     assert close_to(answers[2].embedding, texts[2]) and close_to(answers[3].embedding, texts[3])
@@ -162,8 +170,8 @@ async def test_a_lone_request_is_sent_at_once_with_no_added_wait(stack) -> None:
     counted = metric(gw, "synapse_embedding_batch_wait_seconds_count", model=MODEL)
     texts = [unique("lone") for _ in range(3)]
     for text in texts:  # one after another: never company, never a wait (window is 1 s)
-        answer = await ol.embeddings(model=MODEL, prompt=text)
-        assert close_to(answer.embedding, text)
+        answer = await ol.embed(model=MODEL, input=text)
+        assert close_to(answer.embeddings[0], text)
     assert [(c["items"], c["texts"]) for c in calls(ollama_b)] == [(1, [t]) for t in texts]
     assert metric(gw, "synapse_embedding_batch_wait_seconds_count", model=MODEL) == counted + 3
     assert metric(gw, "synapse_embedding_batch_wait_seconds_sum", model=MODEL) == waited
@@ -181,7 +189,7 @@ async def test_one_bad_text_fails_only_its_own_request(stack) -> None:
     good = [unique("good") for _ in range(2)]
     results = await asyncio.gather(
         ol.embed(model=MODEL, input=good[0]),
-        ol.embeddings(model=MODEL, prompt=bad),
+        ol.embed(model=MODEL, input=bad),
         oa.embeddings.create(model=MODEL, input=good[1]),
         oa.embeddings.create(model=MODEL, input=bad),
         return_exceptions=True,
@@ -205,7 +213,7 @@ async def test_a_failed_batch_reaches_every_caller_in_its_own_protocol(stack) ->
     first = await _first_in_flight(gw, ollama_b)
     ollama_b.control(mode="error500")
     results = await asyncio.gather(
-        ol.embeddings(model=MODEL, prompt=unique("a")),
+        ol.embed(model=MODEL, input=unique("a")),
         ol.embed(model=MODEL, input=[unique("b"), unique("c")]),
         oa.embeddings.create(model=MODEL, input=unique("d")),
         return_exceptions=True,
@@ -229,12 +237,13 @@ async def test_a_failed_batch_falls_back_as_one_request_would(stack) -> None:
     await in_flight(spare, 1)
     texts = [unique("fb") for _ in range(BATCH)]
     answers = await asyncio.gather(
-        *(ol.embeddings(model="embed-primary", prompt=t) for t in texts[:2]),
+        *(ol.embed(model="embed-primary", input=t) for t in texts[:2]),
         *(oa.embeddings.create(model="embed-primary", input=t) for t in texts[2:]),
     )
     await task
     assert [c["items"] for c in calls(spare)] == [1, BATCH]
     assert sorted(c["items"] for c in calls(ollama_b)) == [1, BATCH]  # the fallback group's
-    assert close_to(answers[0].embedding, texts[0]) and close_to(answers[1].embedding, texts[1])
+    assert close_to(answers[0].embeddings[0], texts[0])
+    assert close_to(answers[1].embeddings[0], texts[1])
     assert close_to(answers[2].data[0].embedding, texts[2])
     assert close_to(answers[3].data[0].embedding, texts[3])

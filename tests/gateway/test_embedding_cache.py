@@ -15,6 +15,10 @@ import openai
 import pytest
 import yaml
 
+from synapse.config import ConfigError, load_config
+from synapse.config.schema import EmbeddingCache
+from synapse.embeddings import cache as cache_module
+from synapse.embeddings.cache import VectorCache
 from tests.conftest import Backend, Gateway, routing_config
 from tests.gateway.embedding_helpers import (
     calls,
@@ -25,6 +29,7 @@ from tests.gateway.embedding_helpers import (
     sync,
     unique,
 )
+from tests.stubs.backend import legacy_vector
 
 MODEL = "mxbai-embed-large"
 ENTRY = 8 * 8 + 200  # an 8-float vector as doubles plus the entry overhead (cache.py)
@@ -55,12 +60,12 @@ async def test_repeats_are_served_without_a_backend_call_across_both_apis(stack)
     gw, ollama_b, openai_b = stack
     ol, oa = ollama_client(gw), openai_client(gw)
     text, other = unique("repeat"), unique("other")
-    first = await ol.embeddings(model=MODEL, prompt=text)
+    first = await ol.embed(model=MODEL, input=text)
     again = await ol.embed(model=MODEL, input=[other, text])  # one hit, one miss
     as_openai = await oa.embeddings.create(model=MODEL, input=text)  # base64: decoded by the SDK
     as_float = await oa.embeddings.create(model=MODEL, input=[text], encoding_format="float")
     assert [c["texts"] for c in calls(ollama_b)] == [[text], [other]]
-    assert first.embedding == again.embeddings[1] == as_float.data[0].embedding
+    assert first.embeddings[0] == again.embeddings[1] == as_float.data[0].embedding
     assert close_to(as_openai.data[0].embedding, text) and close_to(again.embeddings[0], other)
     assert as_float.usage.prompt_tokens == 1  # the stub's count for the text, kept with it
     assert metric(gw, "synapse_embedding_cache_total", result="hit") == 3
@@ -68,8 +73,15 @@ async def test_repeats_are_served_without_a_backend_call_across_both_apis(stack)
 
     await oa.embeddings.create(model="embed-openai", input=text)  # another group: its own entry
     await ol.embed(model=MODEL, input=text, dimensions=4)  # other parameters: their own entry
+    for _ in range(2):  # the deprecated endpoint's vectors differ: their own entry, then hits
+        await ol.embeddings(model=MODEL, prompt=text)
     assert [c["texts"] for c in calls(openai_b)] == [[text]]
-    assert [c["dimensions"] for c in calls(ollama_b)] == [None, None, 4]
+    assert [(c["path"], c["dimensions"]) for c in calls(ollama_b)] == [
+        ("/api/embed", None),
+        ("/api/embed", None),
+        ("/api/embed", 4),
+        ("/api/embeddings", None),
+    ]
 
 
 @sync
@@ -83,7 +95,7 @@ async def test_failures_are_not_stored(stack) -> None:
     assert refused.value.status_code == 400
     ollama_b.control(reject_text=None)
     answer = await ol.embeddings(model=MODEL, prompt=text)
-    assert close_to(answer.embedding, text) and len(calls(ollama_b)) == 2
+    assert answer.embedding == pytest.approx(legacy_vector(text)) and len(calls(ollama_b)) == 2
 
 
 @sync
@@ -98,13 +110,13 @@ async def test_the_cache_stays_within_its_byte_bound_evicting_the_oldest(
     gw = make_gateway(config)
     ol = ollama_client(gw)
     for text in texts:
-        await ol.embeddings(model=MODEL, prompt=text)
+        await ol.embed(model=MODEL, input=text)
     assert 0 < metric(gw, "synapse_embedding_cache_bytes") <= room * size
     assert metric(gw, "synapse_embedding_cache_total", result="eviction") == len(texts) - room
     before = len(calls(ollama_b))
-    await ol.embeddings(model=MODEL, prompt=texts[-1])  # recent: still held
+    await ol.embed(model=MODEL, input=texts[-1])  # recent: still held
     assert len(calls(ollama_b)) == before
-    await ol.embeddings(model=MODEL, prompt=texts[0])  # the oldest: evicted, asked again
+    await ol.embed(model=MODEL, input=texts[0])  # the oldest: evicted, asked again
     assert len(calls(ollama_b)) == before + 1
 
 
@@ -142,3 +154,37 @@ async def test_disabled_cache_always_asks_the_backend(backends, make_gateway) ->
     assert len(calls(ollama_b)) == 2
     with pytest.raises(openai.NotFoundError):
         await oa.embeddings.create(model="no-such-model", input="same")
+
+
+def test_entries_expire_after_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, with the clock moved by hand: expiry is a rule, not a timing."""
+    now = [1000.0]
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: now[0])
+    cache = VectorCache(EmbeddingCache(ttl=60))
+    key = ("group", b"{}", "text")
+    cache.put(key, [0.5, 0.25], 3)
+    now[0] += 59
+    hit = cache.get(key)
+    assert hit is not None and hit.vector.tolist() == [0.5, 0.25] and hit.tokens == 3
+    now[0] += 2
+    assert cache.get(key) is None and len(cache) == 0 and cache.bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "where"),
+    [
+        ({"embedding_cache": {"max_mb": 0}}, "embedding_cache.max_mb"),
+        ({"embedding_batching": {"max_batch": 0}}, "embedding_batching.max_batch"),
+        ({"embedding_batching": {"window_ms": 5}}, "embedding_batching.window_ms"),
+    ],
+)
+def test_bad_settings_are_refused_at_load_naming_the_key(tmp_path, settings, where) -> None:
+    config = routing_config(None, None, **settings)
+    config["model_list"] = [
+        {"model_name": "e", "litellm_params": {"model": "openai/e", "api_base": "http://x/v1"}}
+    ]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {"SYNAPSE_MASTER_KEY": "k" * 32})
+    assert where in str(err.value)

@@ -720,7 +720,12 @@ async def ollama_embeddings(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     if (answer := await embedding_call(request, [body["prompt"]], body)) is not None:
         return answer
-    return json({"embedding": vector(body["prompt"])})
+    return json({"embedding": legacy_vector(body["prompt"])})
+
+
+def legacy_vector(text: str) -> list[float]:
+    """The deprecated endpoint's vectors are not normalized (/api/embed's are), as in Ollama."""
+    return [3 * x for x in vector(text)]
 
 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:

@@ -398,7 +398,7 @@ async def _embed(
 ) -> web.StreamResponse:
     timing = chat_tr.Timing()
     group = _resolve(ctx, body)
-    result = await service.vectors(ctx, group, texts, Params.from_ollama(body))
+    result = await service.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
     if legacy:
         return json_response({"embedding": result.vectors[0]})
     return json_response(

@@ -57,12 +57,18 @@ class Batcher:
         self.settings = settings
 
     async def submit(
-        self, group: str, params: bytes, texts: list[str], run: Run, trace: Trace
+        self,
+        group: str,
+        params: bytes,
+        texts: list[str],
+        run: Run,
+        trace: Trace,
+        batchable: bool = True,
     ) -> Embedded:
         limits = self.settings
         size = sum(len(t.encode()) for t in texts)
         solo = self._alone(group) or len(texts) >= limits.max_batch or size >= limits.max_bytes
-        if not limits.enabled or solo:
+        if not limits.enabled or not batchable or solo:
             return await self._now(group, texts, run, trace)
         key = (group, params)
         lane = self._lanes.get(key)

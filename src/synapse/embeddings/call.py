@@ -25,20 +25,24 @@ class Params:
 
     fields: dict
     key: bytes
+    # Ollama's deprecated /api/embeddings: its vectors are not normalized, /api/embed's are,
+    # so on Ollama deployments these go one text per call to /api/embeddings.
+    legacy: bool = False
 
     @classmethod
-    def of(cls, fields: dict) -> Params:
+    def of(cls, fields: dict, legacy: bool = False) -> Params:
         """`null` means absent (the ollama client sends `"options": null`): one key for both."""
         fields = {k: v for k, v in fields.items() if v is not None}
-        return cls(fields, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
+        key = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+        return cls(fields, b"legacy" + key if legacy else key, legacy)
 
     @classmethod
     def from_openai(cls, body: dict) -> Params:
         return cls.of({k: v for k, v in body.items() if k not in OPENAI_FRAMING})
 
     @classmethod
-    def from_ollama(cls, body: dict) -> Params:
-        return cls.of({k: body[k] for k in OLLAMA_FIELDS if k in body})
+    def from_ollama(cls, body: dict, legacy: bool = False) -> Params:
+        return cls.of({k: body[k] for k in OLLAMA_FIELDS if k in body}, legacy)
 
 
 @dataclass(slots=True)
@@ -52,6 +56,11 @@ async def embed(ctx: Context, group: str, texts: list[str], params: Params) -> E
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
+        if dep.speaks_ollama and params.legacy:
+            (text,) = texts  # never batched where an Ollama deployment may answer (service.py)
+            request = {k: params.fields[k] for k in ("options", "keep_alive") if k in params.fields}
+            request.update(model=dep.backend_model, prompt=text)
+            return await ctx.send(state, dep.ollama_base + "/api/embeddings", orjson.dumps(request))
         if dep.speaks_ollama:
             payload = embed_tr.ollama_embed_request(dep.backend_model, texts, params.fields)
             return await ctx.send(state, dep.ollama_base + "/api/embed", payload)
@@ -65,7 +74,9 @@ async def embed(ctx: Context, group: str, texts: list[str], params: Params) -> E
         raise embed_tr.backend_error(up.state.id, up.status, raw)
     try:
         answer = orjson.loads(raw)
-        if up.state.deployment.speaks_ollama:
+        if up.state.deployment.speaks_ollama and params.legacy:
+            vectors, total = [answer["embedding"]], 0
+        elif up.state.deployment.speaks_ollama:
             vectors = answer["embeddings"]
             total = answer.get("prompt_eval_count") or 0
         else:

@@ -27,10 +27,24 @@ async def vectors(ctx: Context, group: str, texts: list[str], params: Params) ->
         return call.embed(dataclasses.replace(ctx, trace=trace), group, batch, params)
 
     fresh = await ctx.gateway.embedding_batcher.submit(
-        group, params.key, [texts[i] for i in missing], run, ctx.trace
+        group,
+        params.key,
+        [texts[i] for i in missing],
+        run,
+        ctx.trace,
+        _batchable(ctx, group, params),
     )
     relay.add_tokens(group, sum(fresh.tokens), None)
     for i, vector, tokens in zip(missing, fresh.vectors, fresh.tokens, strict=True):
         cache.put(keys[i], vector, tokens)
         out.vectors[i], out.tokens[i] = vector, tokens
     return out
+
+
+def _batchable(ctx: Context, group: str, params: Params) -> bool:
+    """Legacy requests batch only where no Ollama deployment (itself or a fallback) answers."""
+    if not params.legacy:
+        return True
+    router = ctx.router
+    groups = (group, *router.config.fallbacks.get(group, ()))
+    return not any(s.deployment.speaks_ollama for g in groups for s in router.group_states(g))
