@@ -51,11 +51,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, B
     ]
     config["router_settings"]["fallbacks"] = [{"embed-primary": ["mxbai-embed-large"]}]
     config["router_settings"]["num_retries"] = 0
-    gw = Gateway(config, tmp_path_factory.mktemp("batching"))
-    yield gw, ollama_b, openai_b, spare
-    gw.stop()
-    for backend in (ollama_b, openai_b, spare):
-        backend.stop()
+    try:
+        gw = Gateway(config, tmp_path_factory.mktemp("batching"))
+        yield gw, ollama_b, openai_b, spare
+        gw.stop()
+    finally:  # also when the gateway refuses the config: no stub outlives the module
+        for backend in (ollama_b, openai_b, spare):
+            backend.stop()
 
 
 @pytest.fixture(autouse=True)
