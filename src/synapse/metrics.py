@@ -111,8 +111,37 @@ CONFIG_RELOADS = Counter(
 )
 
 
+EMBEDDING_BATCH_SIZE = Histogram(
+    "synapse_embedding_batch_size",
+    "Texts per embedding call sent to a backend (1: no company to batch with).",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+EMBEDDING_BATCH_WAIT = Histogram(
+    "synapse_embedding_batch_wait_seconds",
+    "Time an embedding request waited for its batch to be sent (0 when sent at once).",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
+EMBEDDING_CACHE = Counter(
+    "synapse_embedding_cache",
+    "Embedding cache lookups and removals, by result (hit, miss, eviction, expired).",
+    ["result"],
+    registry=REGISTRY,
+)
+EMBEDDING_CACHE_BYTES = Gauge(
+    "synapse_embedding_cache_bytes",
+    "Bytes held by the embedding cache (vectors, texts and entry overhead).",
+    registry=REGISTRY,
+)
+
+
 for _result in ("ok", "failed"):  # present at 0 from the start, so increase() sees the first
     CONFIG_RELOADS.labels(_result)
+for _result in ("hit", "miss", "eviction", "expired"):
+    EMBEDDING_CACHE.labels(_result)
 
 
 def exposition() -> bytes:

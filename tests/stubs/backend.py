@@ -28,6 +28,12 @@ Hostile modes (a backend that is broken or malicious, for the gateway's bounds):
 `done_delay` (seconds) holds an SSE stream open after `data: [DONE]`, as a server may
 before it ends the chunked body.
 
+Embedding calls are logged in `embed_calls` (path, item count, `dimensions`, `truncate`), so a
+test can see how requests were batched; `embed_delay` (seconds) holds each embedding call
+before it answers (also in the error modes, to keep a call in flight), and `reject_text`
+makes a call whose input holds that text answer 400, as Ollama does for an input longer than
+the model's context with `truncate: false`. `dimensions` truncates the vectors.
+
 `/_stats` also reports `max_active`, the most requests handled at once (connections in use),
 and `order`, the X-Request-ID of the last 1,000 inference calls in arrival order (reset:
 `order: []`).
@@ -56,6 +62,9 @@ STATE: dict[str, object] = {
     "audio_bytes": 0,
     "active": 0,
     "max_active": 0,
+    "embed_calls": [],
+    "embed_delay": 0.0,
+    "reject_text": None,
 }
 WORDS = ["Hello", " from", " the", " stub", " backend", "."]
 DIM = 8
@@ -109,6 +118,36 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
     if mode == "slow":
         await asyncio.sleep(float(STATE["delay"]))  # type: ignore[arg-type]
     return None
+
+
+async def embedding_call(request: web.Request, texts: list, body: dict) -> web.Response | None:
+    """Log the call, then answer as `behave` says, or 400 for a rejected text."""
+    calls = STATE["embed_calls"]
+    assert isinstance(calls, list)
+    calls.append(
+        {
+            "path": request.path,
+            "items": len(texts),
+            "texts": texts,
+            "dimensions": body.get("dimensions"),
+            "truncate": body.get("truncate"),
+        }
+    )
+    await asyncio.sleep(float(STATE["embed_delay"]))  # type: ignore[arg-type]
+    if (answer := await behave(request)) is not None:
+        return answer
+    if STATE["reject_text"] is not None and STATE["reject_text"] in texts:
+        if request.path.startswith("/api/"):
+            return json({"error": "the input length exceeds the context length"}, status=400)
+        return json(
+            {"error": {"message": "input too long", "type": "invalid_request_error"}}, status=400
+        )
+    return None
+
+
+def embedding(text: str, body: dict) -> list[float]:
+    dimensions = body.get("dimensions")
+    return vector(text)[:dimensions] if isinstance(dimensions, int) else vector(text)
 
 
 @functools.cache
@@ -401,12 +440,12 @@ async def openai_completions(request: web.Request) -> web.StreamResponse:
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
     body = await request.json()
-    if (answer := await behave(request)) is not None:
-        return answer
     texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if (answer := await embedding_call(request, texts, body)) is not None:
+        return answer
     data = []
     for i, text in enumerate(texts):
-        vec = vector(str(text))
+        vec = embedding(str(text), body)
         emb: object = vec
         if body.get("encoding_format") == "base64":
             emb = base64.b64encode(array("f", vec).tobytes()).decode()
@@ -664,16 +703,17 @@ async def _huge_tags(request: web.Request) -> web.StreamResponse:
 
 async def ollama_embed(request: web.Request) -> web.StreamResponse:
     body = await request.json()
-    if (answer := await behave(request)) is not None:
+    raw = body.get("input")
+    texts = [] if raw in (None, "") else raw if isinstance(raw, list) else [raw]
+    if (answer := await embedding_call(request, texts, body)) is not None:
         return answer
     _touch(body)
-    if body.get("input") in (None, "", []):  # Ollama's load convention
+    if not texts:  # Ollama's load convention
         return json({"model": body["model"], "embeddings": []})
-    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
     return json(
         {
             "model": body["model"],
-            "embeddings": [vector(t) for t in texts],
+            "embeddings": [embedding(t, body) for t in texts],
             "total_duration": 14143917,
             "load_duration": 1019500,
             "prompt_eval_count": len(texts),
@@ -683,9 +723,14 @@ async def ollama_embed(request: web.Request) -> web.StreamResponse:
 
 async def ollama_embeddings(request: web.Request) -> web.StreamResponse:
     body = await request.json()
-    if (answer := await behave(request)) is not None:
+    if (answer := await embedding_call(request, [body["prompt"]], body)) is not None:
         return answer
-    return json({"embedding": vector(body["prompt"])})
+    return json({"embedding": legacy_vector(body["prompt"])})
+
+
+def legacy_vector(text: str) -> list[float]:
+    """The deprecated endpoint's vectors are not normalized (/api/embed's are), as in Ollama."""
+    return [3 * x for x in vector(text)]
 
 
 async def ollama_chat(request: web.Request) -> web.StreamResponse:

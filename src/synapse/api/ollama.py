@@ -22,6 +22,8 @@ from synapse.api.protocol import json_response
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
 from synapse.config.model import Deployment
+from synapse.embeddings import service
+from synapse.embeddings.call import Params
 from synapse.errors import (
     BadGateway,
     BadRequest,
@@ -399,42 +401,17 @@ async def _embed(
     request: web.Request, ctx: Context, body: dict, texts: list[str], *, legacy: bool
 ) -> web.StreamResponse:
     timing = chat_tr.Timing()
-
-    def translate(state: DeploymentState) -> tuple[str, dict]:
-        request_body: dict[str, object] = {
-            "model": state.deployment.backend_model,
-            "input": texts,
-            "encoding_format": "float",
-        }
-        if isinstance(body.get("dimensions"), int):
-            request_body["dimensions"] = body["dimensions"]
-        return "/embeddings", request_body
-
-    native_path = "/api/embeddings" if legacy else "/api/embed"
-    up = await _native_or_translated(ctx, body, native_path, translate, False)
-    native = up.state.deployment.speaks_ollama
-    if up.status >= 400:
-        raise await _error_from(up, ctx)
-    if native:
-        return await relay.passthrough(up, ctx.trace)
-    raw = await relay.read_all(up)
-    try:
-        answer = orjson.loads(raw)
-        vectors = embed_tr.openai_vectors(answer)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise embed_tr.invalid_answer(up.state.id, exc) from None
-    tokens = (answer.get("usage") or {}).get("prompt_tokens", 0)
-    relay.add_tokens(ctx.trace.group or "", tokens, None)
+    group = _resolve(ctx, body)
+    result = await service.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
     if legacy:
-        return json_response({"embedding": vectors[0] if vectors else []})
-    durations = timing.durations()
+        return json_response({"embedding": result.vectors[0]})
     return json_response(
         {
             "model": _model_field(body),
-            "embeddings": vectors,
-            "total_duration": durations["total_duration"],
+            "embeddings": result.vectors,
+            "total_duration": timing.durations()["total_duration"],
             "load_duration": 0,
-            "prompt_eval_count": tokens,
+            "prompt_eval_count": sum(result.tokens),
         }
     )
 

@@ -1,8 +1,8 @@
 """OpenAI-compatible surface: /v1/models, chat, completions, embeddings (also unprefixed).
 
 Requests for OpenAI-compatible backends are forwarded with only `model` rewritten; answers
-come back byte for byte. Embeddings for `ollama/` deployments go to Ollama's batch
-`/api/embed` and are converted to OpenAI's shape.
+come back byte for byte. Embeddings of text go through the embedding cache and batcher
+(synapse.embeddings), to Ollama's `/api/embed` or an OpenAI `/embeddings`, in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from synapse.api import relay
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
+from synapse.embeddings import service
+from synapse.embeddings.call import Params
 from synapse.errors import BadRequest, ModelNotFound
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
@@ -93,32 +95,29 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if encoding not in ("float", "base64"):
         raise BadRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     group = ctx.resolve(body.get("model"))
+    if texts is None:
+        return await _embed_tokens(request, ctx, body, group)
+    result = await service.vectors(ctx, group, texts, Params.from_openai(body))
+    answer = {"embeddings": result.vectors, "prompt_eval_count": sum(result.tokens)}
+    return json_response(embed_tr.ollama_to_openai(answer, body.get("model"), encoding))
+
+
+async def _embed_tokens(
+    request: web.Request, ctx: Context, body: dict, group: str
+) -> web.StreamResponse:
+    """Token-id input: only an OpenAI-compatible backend can read it; sent as it came."""
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
         if dep.speaks_ollama:
-            if texts is None:
-                raise BadRequest(
-                    f"'input' holds token ids, but {dep.id} is an Ollama deployment, which "
-                    "embeds text and cannot decode another tokenizer's ids: send strings "
-                    "(LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False))",
-                    param="input",
-                )
-            payload = embed_tr.ollama_embed_request(dep.backend_model, texts, body)
-            return await ctx.send(state, dep.ollama_base + "/api/embed", payload)
+            raise BadRequest(
+                f"'input' holds token ids, but {dep.id} is an Ollama deployment, which "
+                "embeds text and cannot decode another tokenizer's ids: send strings "
+                "(LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False))",
+                param="input",
+            )
         payload = orjson.dumps({**body, "model": dep.backend_model})
         return await ctx.send(state, dep.openai_base + "/embeddings", payload)
 
     up = await ctx.router.run(group, attempt, ctx.trace)
-    if not up.state.deployment.speaks_ollama:
-        return await relay.passthrough(up, ctx.trace)
-    raw = await relay.read_all(up)
-    if up.status != 200:
-        raise embed_tr.backend_error(up.state.id, up.status, raw)
-    try:
-        answer = orjson.loads(raw)
-        out = embed_tr.ollama_to_openai(answer, body.get("model"), encoding)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise embed_tr.invalid_answer(up.state.id, exc) from None
-    relay.add_tokens(group, answer.get("prompt_eval_count"), None)
-    return json_response(out)
+    return await relay.passthrough(up, ctx.trace)

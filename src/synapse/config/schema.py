@@ -102,6 +102,28 @@ class ConsumerEntry(BaseModel):
     max_parallel: int | None = Field(default=None, ge=1)
 
 
+class EmbeddingBatching(BaseModel):
+    """Concurrent embedding requests for one group coalesced into one backend call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_batch: int = Field(default=32, ge=1)  # texts in one backend call
+    max_bytes: int = Field(default=1024 * 1024, ge=1024)  # UTF-8 bytes of those texts
+    # How long a request waits for company, only while another batch is in flight.
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
+class EmbeddingCache(BaseModel):
+    """(group, text, parameters) → vector, in memory, least recently used evicted first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_mb: float = Field(default=64, gt=0)
+    ttl: float = Field(default=3600.0, ge=0)  # seconds; 0 keeps entries until evicted
+
+
 class SynapseSettings(BaseModel):
     """Knobs LiteLLM has no name for. Strict: a typo here is an error, not a warning."""
 
@@ -144,6 +166,9 @@ class SynapseSettings(BaseModel):
     # Seconds a queued batch request counts as having arrived later than an interactive one;
     # once it has waited that long it goes before interactive requests queued after it.
     batch_aging: float = Field(default=10.0, ge=0)
+
+    embedding_batching: EmbeddingBatching = EmbeddingBatching()
+    embedding_cache: EmbeddingCache = EmbeddingCache()
 
 
 class ConfigFile(_LiteLLMSection):

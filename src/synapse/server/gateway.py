@@ -16,6 +16,8 @@ import aiohttp
 from synapse import metrics
 from synapse.backends.upstream import connections_per_backend, new_session
 from synapse.config import Config, ConfigError, load_config
+from synapse.embeddings.batcher import Batcher
+from synapse.embeddings.cache import VectorCache
 from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
 
@@ -30,6 +32,8 @@ class Gateway:
         self.ready = False
         self.draining = False
         self.session: aiohttp.ClientSession | None = None
+        self.embedding_cache = VectorCache(config.settings.embedding_cache)
+        self.embedding_batcher = Batcher(config.settings.embedding_batching)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -66,6 +70,7 @@ class Gateway:
             )
             return False
         states = self._states(config, self.router.states)
+        self._reconfigure_embeddings(self.config, config)
         self.config = config
         self.router = Router(config, states)
         metrics.CONFIG_RELOADS.labels("ok").inc()
@@ -78,6 +83,13 @@ class Gateway:
             },
         )
         return True
+
+    def _reconfigure_embeddings(self, old: Config, new: Config) -> None:
+        """New limits; cached vectors of a group whose deployments changed may differ: drop."""
+        self.embedding_batcher.configure(new.settings.embedding_batching)
+        self.embedding_cache.configure(new.settings.embedding_cache)
+        changed = {g for g in {*old.groups, *new.groups} if old.groups.get(g) != new.groups.get(g)}
+        self.embedding_cache.drop_groups(changed)
 
     @staticmethod
     def _states(config: Config, previous: dict[str, DeploymentState]) -> dict[str, DeploymentState]:

@@ -1,0 +1,1 @@
+"""Embedding requests from both APIs: one cache, then micro-batches to the backends."""

@@ -1,0 +1,98 @@
+"""One embedding call for a list of texts, through the router (slots, breakers, retries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from synapse.api import relay
+from synapse.api.context import Context
+from synapse.backends import upstream
+from synapse.routing.deployment import DeploymentState
+from synapse.translate import embeddings as embed_tr
+
+# Fields an Ollama caller may send that shape the vector or the model's lifetime.
+OLLAMA_FIELDS = ("dimensions", "truncate", "keep_alive", "options")
+# Fields of an OpenAI request that are not parameters: the caller's own framing.
+OPENAI_FRAMING = ("model", "input", "encoding_format")
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Everything besides the texts that goes to the backend; requests differing in it never
+    share a batch or a cache entry. `fields` uses Ollama's names (`dimensions` is common)."""
+
+    fields: dict
+    key: bytes
+    # Ollama's deprecated /api/embeddings: its vectors are not normalized, /api/embed's are,
+    # so on Ollama deployments these go one text per call to /api/embeddings.
+    legacy: bool = False
+
+    @classmethod
+    def of(cls, fields: dict, legacy: bool = False) -> Params:
+        """`null` means absent (the ollama client sends `"options": null`): one key for both."""
+        fields = {k: v for k, v in fields.items() if v is not None}
+        key = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+        return cls(fields, b"legacy" + key if legacy else key, legacy)
+
+    @classmethod
+    def from_openai(cls, body: dict) -> Params:
+        return cls.of({k: v for k, v in body.items() if k not in OPENAI_FRAMING})
+
+    @classmethod
+    def from_ollama(cls, body: dict, legacy: bool = False) -> Params:
+        return cls.of({k: body[k] for k in OLLAMA_FIELDS if k in body}, legacy)
+
+
+@dataclass(slots=True)
+class Embedded:
+    vectors: list[list[float]]
+    tokens: list[int]  # per text, apportioned from the call's count by text length
+
+
+async def embed(ctx: Context, group: str, texts: list[str], params: Params) -> Embedded:
+    """Vectors for `texts`, in order: Ollama's `/api/embed` or OpenAI's `/embeddings`."""
+
+    async def attempt(state: DeploymentState) -> upstream.Upstream:
+        dep = state.deployment
+        if dep.speaks_ollama and params.legacy:
+            (text,) = texts  # never batched where an Ollama deployment may answer (service.py)
+            request = {k: params.fields[k] for k in ("options", "keep_alive") if k in params.fields}
+            request.update(model=dep.backend_model, prompt=text)
+            return await ctx.send(state, dep.ollama_base + "/api/embeddings", orjson.dumps(request))
+        if dep.speaks_ollama:
+            payload = embed_tr.ollama_embed_request(dep.backend_model, texts, params.fields)
+            return await ctx.send(state, dep.ollama_base + "/api/embed", payload)
+        request = {k: v for k, v in params.fields.items() if k not in OLLAMA_FIELDS[1:]}
+        request.update(model=dep.backend_model, input=texts, encoding_format="float")
+        return await ctx.send(state, dep.openai_base + "/embeddings", orjson.dumps(request))
+
+    up = await ctx.router.run(group, attempt, ctx.trace)
+    raw = await relay.read_all(up)
+    if up.status != 200:
+        raise embed_tr.backend_error(up.state.id, up.status, raw)
+    try:
+        answer = orjson.loads(raw)
+        if up.state.deployment.speaks_ollama and params.legacy:
+            vectors, total = [answer["embedding"]], 0
+        elif up.state.deployment.speaks_ollama:
+            vectors = answer["embeddings"]
+            total = answer.get("prompt_eval_count") or 0
+        else:
+            vectors = embed_tr.openai_vectors(answer)
+            total = (answer.get("usage") or {}).get("prompt_tokens") or 0
+        if not isinstance(vectors, list) or len(vectors) != len(texts):
+            raise ValueError(f"{len(texts)} texts sent, {len(vectors)} vectors answered")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise embed_tr.invalid_answer(up.state.id, exc) from None
+    return Embedded(vectors, apportion(total if isinstance(total, int) else 0, texts))
+
+
+def apportion(total: int, texts: list[str]) -> list[int]:
+    """A call's token count shared among its texts by length, summing to `total`."""
+    lengths = [len(t) or 1 for t in texts]
+    whole = sum(lengths)
+    shares = [total * n // whole for n in lengths]
+    shares[0] += total - sum(shares)
+    return shares
