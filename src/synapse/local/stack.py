@@ -28,6 +28,7 @@ DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
 DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
 PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
+PENDING_REMIND = 120.0  # seconds between "still being installed" lines, so progress shows
 
 
 def default_state_dir() -> Path:
@@ -210,7 +211,11 @@ class Stack:
     def _start_later(self, later: list[tuple[EngineSpec, int]]) -> None:
         """Start each pending engine once its venv is installed (while the stack runs)."""
         waiting = list(later)
+        reminded = time.monotonic()
         while waiting and not self.supervisor.stopping:
+            if time.monotonic() - reminded >= PENDING_REMIND:
+                reminded = time.monotonic()
+                self.say(f"still being installed: {', '.join(self.pending)}")
             for spec, port in list(waiting):
                 if not spec.installed():
                     continue
@@ -223,7 +228,10 @@ class Stack:
                     continue
                 finally:
                     self.pending.remove(spec.name)
-                self.say(f"{spec.name} ready in {seconds:.1f} s: every model group answers now")
+                still = f"; still installing: {', '.join(self.pending)}" if self.pending else ""
+                self.say(
+                    f"{spec.name} ready in {seconds:.1f} s: its model group answers now{still}"
+                )
             time.sleep(PENDING_POLL)
 
     def stop(self) -> None:
