@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from synapse.local import stack as stack_module
 from synapse.local import supervisor as supervisor_module
 from synapse.local import tinyhf
 from synapse.local.engines import EngineSpec
@@ -52,9 +53,13 @@ def test_help_explains_the_ollama_and_venv_options() -> None:
     assert "--engines-venv" in text and "make engines" in text
 
 
-def test_engine_still_installing_starts_when_its_install_completes(tmp_path: Path) -> None:
+def test_engine_still_installing_starts_when_its_install_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The marker (a make stamp) counts, not the package directory: pip writes that first,
-    while the engine's dependencies may still be missing."""
+    while the engine's dependencies may still be missing. Meanwhile the wait is visible."""
+    monkeypatch.setattr(stack_module, "PENDING_POLL", 0.1)
+    monkeypatch.setattr(stack_module, "PENDING_REMIND", 0.2)
     venv = tmp_path / "venv"
     spec = EngineSpec("late", 0, "/", HTTP, {}, 30.0, venv, ".installed")
     package = venv / "lib" / "python3.11" / "site-packages" / "latepkg"
@@ -70,6 +75,7 @@ def test_engine_still_installing_starts_when_its_install_completes(tmp_path: Pat
     try:
         time.sleep(0.5)
         assert "late" not in stack.children  # not before the install is complete
+        assert "still being installed: late" in events
         (venv / ".installed").write_text("")
         worker.join(timeout=60)
         assert not worker.is_alive()
