@@ -24,6 +24,11 @@ VLLM_ENV = {
     "DO_NOT_TRACK": "1",
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_CPU_KVCACHE_SPACE": "1",
+    # .venv-vllm is installed without .pyc files (pip --no-compile, mk/engines.mk): vLLM's
+    # first start writes them for what it imports. Empty re-enables that where the caller's
+    # environment (CI, containers) sets PYTHONDONTWRITEBYTECODE, or its three processes would
+    # compile torch and vLLM from source on every start.
+    "PYTHONDONTWRITEBYTECODE": "",
 }
 VLLM_MAX_MODEL_LEN = 512
 # Written by mk/engines.mk when an install has finished (its make stamps).
