@@ -72,14 +72,16 @@ vllm: $(VLLM_STAMP) ## install vLLM (CPU build) into .venv-vllm
 # .venv-vllm side by side (pip's downloads overlap the other's unpacking), then starts the stack
 # while .venv-engines (embeddings, audio) and llama.cpp (the fallback, ~9 min of compiling)
 # install in the background, niced: the stack starts each group once its install is complete.
-# Ctrl-C stops the background install too; the next start resumes it.
+# The install stops with the recipe (Ctrl-C, or the stack exiting); the next start resumes it.
+# It runs in its own process group (set -m), killed on exit: a plain `&` job ignores SIGINT.
 ENGINES_LOG := $(WHEEL_CACHE)/engines-install.log
-ENGINES_IN_BACKGROUND = if ! $(MAKE) -q $(LLAMA_STAMP) 2>/dev/null; then \
+ENGINES_IN_BACKGROUND = engines=; if ! $(MAKE) -q $(LLAMA_STAMP) 2>/dev/null; then \
 	  mkdir -p $(WHEEL_CACHE); \
 	  echo "==> installing in the background: .venv-engines (embeddings, audio), then" \
 	       "llama.cpp (fallback group llama3.1-8b-cpu); they join the stack when ready;" \
 	       "progress: tail -f $(ENGINES_LOG)"; \
-	  nice -n 19 $(MAKE) --no-print-directory llama-engine >$(ENGINES_LOG) 2>&1 & engines=$$!; \
+	  set -m; nice -n 19 $(MAKE) --no-print-directory llama-engine >$(ENGINES_LOG) 2>&1 & \
+	  engines=$$!; set +m; trap 'kill -TERM -- -$$engines 2>/dev/null' EXIT; \
 	fi
 
 # The gateway's .venv and .venv-vllm, side by side; either failing fails the whole.
@@ -90,12 +92,12 @@ GATEWAY_AND_VLLM = echo "==> the gateway's .venv and vLLM's .venv-vllm (when mis
 
 run: ## gateway + real local engines on 127.0.0.1 (installs them first: vLLM now, the rest behind)
 	@$(GATEWAY_AND_VLLM)
-	@$(ENGINES_IN_BACKGROUND)
+	@$(ENGINES_IN_BACKGROUND); \
 	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
 	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
 
 test-engines: ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
-	@engines=; $(ENGINES_IN_BACKGROUND); $(GATEWAY_AND_VLLM); \
+	@$(ENGINES_IN_BACKGROUND); $(GATEWAY_AND_VLLM); \
 	if [ -n "$$engines" ]; then \
 	  echo "==> waiting for the .venv-engines and llama.cpp install"; \
 	  wait $$engines || { tail -n 30 $(ENGINES_LOG); echo "engines install failed"; exit 1; }; \
