@@ -17,7 +17,7 @@ import pytest
 from synapse.local import stack as stack_module
 from synapse.local import supervisor as supervisor_module
 from synapse.local import tinyhf
-from synapse.local.engines import EngineSpec
+from synapse.local.engines import VLLM_ENV, EngineSpec
 from synapse.local.stack import Stack, StackOptions
 from synapse.local.supervisor import Supervisor, free_port
 
@@ -231,3 +231,26 @@ def test_stop_all_returns_only_when_slow_grandchildren_are_gone(tmp_path: Path) 
     time.sleep(0.5)  # let the grandchild install its SIGTERM handler
     sup.stop_all(grace=10)
     assert _gone(int(pid_file.read_text()), timeout=0)
+
+
+def test_vllm_caches_its_bytecode_where_the_caller_forbids_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.venv-vllm is installed without .pyc files: under PYTHONDONTWRITEBYTECODE (CI and
+    containers set it) vLLM's processes would compile torch from source on every start."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "probe.py").write_text("VALUE = 1\n")
+    serve = (
+        f"import runpy, sys; sys.path.insert(0, {str(code)!r}); import probe; "
+        "sys.argv = ['http.server', '--bind', '127.0.0.1', sys.argv[1]]; "
+        "runpy.run_module('http.server', run_name='__main__')"
+    )
+    spec = EngineSpec("vllm", 0, "/", (sys.executable, "-c", serve, "{port}"), VLLM_ENV, 30.0)
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        sup.wait_ready(sup.start(spec, free_port(), restart=False))
+    finally:
+        sup.stop_all(grace=5)
+    assert list((code / "__pycache__").glob("probe.*.pyc"))
