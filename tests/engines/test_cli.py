@@ -49,13 +49,14 @@ def local_ollama() -> Iterator[str]:
         proc.wait()
 
 
-def test_missing_engines_venv_fails_with_the_install_hint(tmp_path: Path) -> None:
+def test_missing_vllm_venv_fails_with_the_install_hint(tmp_path: Path) -> None:
+    """Only vLLM's venv is required up front: .venv-engines may still be installing."""
     done = subprocess.run(
-        _cli("--engines-venv", str(tmp_path / "nope"), "--state-dir", str(tmp_path), "--port", "0"),
+        _cli("--vllm-venv", str(tmp_path / "nope"), "--state-dir", str(tmp_path), "--port", "0"),
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "make engines" in " ".join(done.stderr.split())
+    assert "make vllm" in " ".join(done.stderr.split())
 
 
 @pytest.mark.engines

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from synapse.local import stack as stack_module
 from synapse.local import supervisor as supervisor_module
-from synapse.local.engines import EngineSpec
+from synapse.local import tinyhf
+from synapse.local.engines import VLLM_ENV, EngineSpec
 from synapse.local.stack import Stack, StackOptions
 from synapse.local.supervisor import Supervisor, free_port
 
@@ -51,9 +53,18 @@ def test_help_explains_the_ollama_and_venv_options() -> None:
     assert "--engines-venv" in text and "make engines" in text
 
 
-def test_engine_still_installing_starts_when_its_package_appears(tmp_path: Path) -> None:
+def test_engine_still_installing_starts_when_its_install_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker (a make stamp) counts, not the package directory: pip writes that first,
+    while the engine's dependencies may still be missing. Meanwhile the wait is visible."""
+    monkeypatch.setattr(stack_module, "PENDING_POLL", 0.1)
+    monkeypatch.setattr(stack_module, "PENDING_REMIND", 0.2)
     venv = tmp_path / "venv"
-    spec = EngineSpec("late", 0, "/", HTTP, {}, 30.0, venv, "latepkg")
+    spec = EngineSpec("late", 0, "/", HTTP, {}, 30.0, venv, ".installed")
+    package = venv / "lib" / "python3.11" / "site-packages" / "latepkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
     assert not spec.installed()
     events: list[str] = []
     stack = Stack(StackOptions(state_dir=tmp_path / "state", restart=False), say=events.append)
@@ -63,14 +74,71 @@ def test_engine_still_installing_starts_when_its_package_appears(tmp_path: Path)
     worker.start()
     try:
         time.sleep(0.5)
-        assert "late" not in stack.children  # not before the package is there
-        package = venv / "lib" / "python3.11" / "site-packages" / "latepkg"
-        package.mkdir(parents=True)
-        (package / "__init__.py").write_text("")
+        assert "late" not in stack.children  # not before the install is complete
+        assert "still being installed: late" in events
+        (venv / ".installed").write_text("")
         worker.join(timeout=60)
         assert not worker.is_alive()
         assert stack.children["late"].running() and stack.pending == []
         assert any("late ready in" in e for e in events)
+    finally:
+        stack.stop()
+
+
+def _fake_vllm_venv(root: Path) -> Path:
+    """A venv whose `python -m vllm.entrypoints.openai.api_server` is the OpenAI stub backend
+    (it answers /health and chat as vLLM does), with the stamp `make vllm` writes."""
+    venv, code = root / "venv-vllm", root / "fake-vllm-code"
+    server = code / "vllm" / "entrypoints" / "openai"
+    server.mkdir(parents=True)
+    for package in (server, server.parent, server.parent.parent):
+        (package / "__init__.py").write_text("")
+    (server / "api_server.py").write_text(
+        "import sys\n"
+        "from tests.stubs import backend\n"
+        "port = sys.argv[sys.argv.index('--port') + 1]\n"
+        "sys.argv = ['backend', '--kind', 'openai', '--port', port]\n"
+        "backend.main()\n"
+    )
+    python = venv / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={code}:{ROOT} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    (venv / ".installed").write_text("")
+    return venv
+
+
+def test_first_chat_answers_while_the_engines_venv_is_still_missing(tmp_path: Path) -> None:
+    """`make run` starts the stack as soon as vLLM is installed: .venv-engines (embeddings,
+    audio, llama.cpp) may not exist yet, and its groups join later."""
+    from openai import OpenAI
+
+    state = tmp_path / "state"
+    hf_model = state / f"tiny-llama-hf-v{tinyhf.VERSION}"  # as if written: the fake needs none
+    hf_model.mkdir(parents=True)
+    opts = StackOptions(
+        engines_venv=tmp_path / "not-yet",
+        vllm_venv=_fake_vllm_venv(tmp_path),
+        state_dir=state,
+        port=0,
+        ollama_port=0,
+        use_ollama=False,
+        default_engine_ports=False,
+        restart=False,
+    )
+    events: list[str] = []
+    stack = Stack(opts, say=events.append)
+    try:
+        stack.start()
+        assert sorted(stack.pending) == ["audio", "embeddings", "llama-cpu"]
+        assert sorted(stack.children) == ["gateway", "vllm"]
+        client = OpenAI(base_url=f"{stack.url}/v1", api_key="none", max_retries=0)
+        answer = client.chat.completions.create(
+            model="llama3.1-8b", messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert answer.choices[0].message.content
+        assert not list(state.glob("*.gguf"))  # llama.cpp's model waits for its venv
+        assert any("llama-cpu is not installed yet" in e for e in events)
     finally:
         stack.stop()
 
@@ -163,3 +231,26 @@ def test_stop_all_returns_only_when_slow_grandchildren_are_gone(tmp_path: Path) 
     time.sleep(0.5)  # let the grandchild install its SIGTERM handler
     sup.stop_all(grace=10)
     assert _gone(int(pid_file.read_text()), timeout=0)
+
+
+def test_vllm_caches_its_bytecode_where_the_caller_forbids_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.venv-vllm is installed without .pyc files: under PYTHONDONTWRITEBYTECODE (CI and
+    containers set it) vLLM's processes would compile torch from source on every start."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "probe.py").write_text("VALUE = 1\n")
+    serve = (
+        f"import runpy, sys; sys.path.insert(0, {str(code)!r}); import probe; "
+        "sys.argv = ['http.server', '--bind', '127.0.0.1', sys.argv[1]]; "
+        "runpy.run_module('http.server', run_name='__main__')"
+    )
+    spec = EngineSpec("vllm", 0, "/", (sys.executable, "-c", serve, "{port}"), VLLM_ENV, 30.0)
+    sup = Supervisor(tmp_path / "logs")
+    try:
+        sup.wait_ready(sup.start(spec, free_port(), restart=False))
+    finally:
+        sup.stop_all(grace=5)
+    assert list((code / "__pycache__").glob("probe.*.pyc"))

@@ -24,16 +24,25 @@ VLLM_ENV = {
     "DO_NOT_TRACK": "1",
     "VLLM_HOST_IP": "127.0.0.1",
     "VLLM_CPU_KVCACHE_SPACE": "1",
+    # .venv-vllm is installed without .pyc files (pip --no-compile, mk/engines.mk): vLLM's
+    # first start writes them for what it imports. Empty re-enables that where the caller's
+    # environment (CI, containers) sets PYTHONDONTWRITEBYTECODE, or its three processes would
+    # compile torch and vLLM from source on every start.
+    "PYTHONDONTWRITEBYTECODE": "",
 }
 VLLM_MAX_MODEL_LEN = 512
+# Written by mk/engines.mk when an install has finished (its make stamps).
+VENV_MARKER = ".installed"
+LLAMA_MARKER = ".llama-installed"
 
 
 @dataclass(frozen=True)
 class EngineSpec:
     """One child process: its command line, port and readiness URL path.
 
-    `package` names a directory that must exist in the engine's site-packages before it can
-    start: the stack starts an engine whose package is still being installed once it appears.
+    `marker` names a file in `venv` that the installer (mk/engines.mk) writes last, once every
+    package the engine needs is in place: a package directory alone appears mid-install. The
+    stack starts an engine whose venv is still being installed once its marker appears.
     """
 
     name: str
@@ -43,12 +52,10 @@ class EngineSpec:
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 120.0
     venv: Path | None = None
-    package: str = ""
+    marker: str = ""
 
     def installed(self) -> bool:
-        if not self.package or self.venv is None:
-            return True
-        return any(self.venv.glob(f"lib/python3*/site-packages/{self.package}/__init__.py"))
+        return not self.marker or self.venv is None or (self.venv / self.marker).is_file()
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def specs(venvs: Venvs, models: Models) -> list[EngineSpec]:
         "--n_ctx", "2048", "--n_threads", n, "--chat_format", "chatml",
     )  # fmt: skip
     return [
-        EngineSpec("vllm", 8102, "/health", vllm, VLLM_ENV, 600.0, venvs.vllm, "vllm"),
+        EngineSpec("vllm", 8102, "/health", vllm, VLLM_ENV, 600.0, venvs.vllm, VENV_MARKER),
         EngineSpec(
             "embeddings",
             8101,
@@ -113,6 +120,8 @@ def specs(venvs: Venvs, models: Models) -> list[EngineSpec]:
                 "{port}",
             ),
             {"OMP_NUM_THREADS": n},
+            venv=venvs.engines,
+            marker=VENV_MARKER,
         ),
         EngineSpec(
             "audio",
@@ -120,6 +129,8 @@ def specs(venvs: Venvs, models: Models) -> list[EngineSpec]:
             "/health",
             (py, "-m", "synapse.local.enginehost", "--host", "127.0.0.1", "--port", "{port}"),
             own_code,
+            venv=venvs.engines,
+            marker=VENV_MARKER,
         ),
         EngineSpec(
             "llama-cpu",
@@ -129,6 +140,6 @@ def specs(venvs: Venvs, models: Models) -> list[EngineSpec]:
             {"OMP_NUM_THREADS": n},
             120.0,
             venvs.engines,
-            "llama_cpp",
+            LLAMA_MARKER,
         ),
     ]

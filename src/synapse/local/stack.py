@@ -1,9 +1,10 @@
 """The local stack: real engines plus the gateway in front of them, on 127.0.0.1 only.
 
-Order matters: the chat models are generated, the engines start and become ready, then the
-effective config (real ports, any local Ollama) is written and the gateway starts on it. An
-engine whose package is still being installed (llama.cpp, compiled in the background by
-`make run` on a first start) is started later, when it appears: its group fails over until then.
+Order matters: the engines start (each after its generated model is written) and become
+ready, then the effective config (real ports, any local Ollama) is written and the gateway
+starts on it. Only vLLM is needed for the first chat answer: an engine whose venv is still
+being installed (`make run` installs .venv-engines and compiles llama.cpp in the background on
+a first start) is started later, when its install is complete; its group fails over until then.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
 DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
 PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
+PENDING_REMIND = 120.0  # seconds between "still being installed" lines, so progress shows
 
 
 def default_state_dir() -> Path:
@@ -69,7 +71,8 @@ class Stack:
         self.config: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.error: Exception | None = None
-        self.pending: list[str] = []  # engines waiting for their package to be installed
+        self.pending: list[str] = []  # engines waiting for their venv to be installed
+        self._writers: dict[str, tuple[Path, str, Path, str]] = {}  # engine -> model writer
         self._late: threading.Thread | None = None
 
     @property
@@ -89,13 +92,13 @@ class Stack:
         return f"http://127.0.0.1:{self.ollama_port}"
 
     def _check_venvs(self) -> Venvs:
+        """vLLM answers the first chat, so its venv must be there; the others may come later."""
         venvs = Venvs(self.opts.engines_venv, self.opts.vllm_venv)
-        for venv, target in ((venvs.engines, "engines"), (venvs.vllm, "vllm")):
-            if not engines.engine_python(venv).exists():
-                raise StartError(
-                    f"engines venv {venv} is missing: run `make {target}` "
-                    "(or `make run`, which installs it first)"
-                )
+        if not engines.engine_python(venvs.vllm).exists():
+            raise StartError(
+                f"vLLM venv {venvs.vllm} is missing: run `make vllm` "
+                "(or `make run`, which installs it first)"
+            )
         return venvs
 
     def _generate(self, venv: Path, module: str, out: Path, what: str) -> Path:
@@ -111,16 +114,26 @@ class Stack:
         return out
 
     def _models(self, venvs: Venvs) -> Models:
+        """Where the generated models go, and which engine needs which (written at its start)."""
         state = self.opts.state_dir
-        hf = self._generate(
-            venvs.vllm, "synapse.local.tinyhf", state / f"tiny-llama-hf-v{tinyhf.VERSION}",
-            "the tiny random-weight Llama for vLLM",
-        )  # fmt: skip
-        gguf = self._generate(
-            venvs.engines, "synapse.local.tinyllama", state / f"tiny-llama-v{tinyllama.VERSION}.gguf",
-            "the tiny random-weight Llama GGUF for llama.cpp",
-        )  # fmt: skip
-        return Models(hf, gguf)
+        models = Models(
+            state / f"tiny-llama-hf-v{tinyhf.VERSION}",
+            state / f"tiny-llama-v{tinyllama.VERSION}.gguf",
+        )
+        self._writers = {
+            "vllm": (venvs.vllm, "synapse.local.tinyhf", models.hf,
+                     "the tiny random-weight Llama for vLLM"),
+            "llama-cpu": (venvs.engines, "synapse.local.tinyllama", models.gguf,
+                          "the tiny random-weight Llama GGUF for llama.cpp"),
+        }  # fmt: skip
+        return models
+
+    def _launch(self, spec: EngineSpec, port: int) -> Child:
+        """Write the model the engine serves (first start only), then start it."""
+        if spec.name in self._writers:
+            self._generate(*self._writers[spec.name])
+        self.say(f"starting {spec.name} on 127.0.0.1:{port}")
+        return self.supervisor.start(spec, port, restart=self.opts.restart)
 
     def _gateway_spec(self) -> EngineSpec:
         argv = (
@@ -172,12 +185,12 @@ class Stack:
             if not spec.installed():
                 later.append((spec, port))
                 self.say(
-                    f"{spec.name} is not installed yet ({spec.package} in {spec.venv}): "
-                    "it starts once it is (its model group cannot answer until then)"
+                    f"{spec.name} is not installed yet ({spec.venv}/{spec.marker} is written "
+                    "when its install completes): it starts then (its model group cannot "
+                    "answer until then)"
                 )
                 continue
-            self.say(f"starting {spec.name} on 127.0.0.1:{port}")
-            self.supervisor.start(spec, port, restart=opts.restart)
+            self._launch(spec, port)
         for child in list(self.children.values()):
             self.timings[child.spec.name] = self.supervisor.wait_ready(child)
             self.say(f"{child.spec.name} ready in {self.timings[child.spec.name]:.1f} s")
@@ -196,23 +209,29 @@ class Stack:
             self._late.start()
 
     def _start_later(self, later: list[tuple[EngineSpec, int]]) -> None:
-        """Start each pending engine once its package is installed (while the stack runs)."""
+        """Start each pending engine once its venv is installed (while the stack runs)."""
         waiting = list(later)
+        reminded = time.monotonic()
         while waiting and not self.supervisor.stopping:
+            if time.monotonic() - reminded >= PENDING_REMIND:
+                reminded = time.monotonic()
+                self.say(f"still being installed: {', '.join(self.pending)}")
             for spec, port in list(waiting):
                 if not spec.installed():
                     continue
                 waiting.remove((spec, port))
                 try:
-                    self.say(f"{spec.name} is installed now: starting it on 127.0.0.1:{port}")
-                    child = self.supervisor.start(spec, port, restart=self.opts.restart)
-                    seconds = self.supervisor.wait_ready(child)
+                    self.say(f"{spec.name} is installed now")
+                    seconds = self.supervisor.wait_ready(self._launch(spec, port))
                 except StartError as exc:
                     self.say(str(exc))
                     continue
                 finally:
                     self.pending.remove(spec.name)
-                self.say(f"{spec.name} ready in {seconds:.1f} s: every model group answers now")
+                still = f"; still installing: {', '.join(self.pending)}" if self.pending else ""
+                self.say(
+                    f"{spec.name} ready in {seconds:.1f} s: its model group answers now{still}"
+                )
             time.sleep(PENDING_POLL)
 
     def stop(self) -> None:
