@@ -189,6 +189,21 @@ def routing_config(openai: Backend | None, ollama: Backend | None, **settings: A
     }
 
 
+def one_chat_deployment(backend: Backend, **params: Any) -> list[dict[str, Any]]:
+    """A model_list of one OpenAI-compatible chat deployment (`llama-gpu`) on `backend`."""
+    return [
+        {
+            "model_name": "llama-gpu",
+            "litellm_params": {
+                "model": "hosted_vllm/llama",
+                "api_base": backend.url + "/v1",
+                **params,
+            },
+            "model_info": {"id": "vllm-chat", "mode": "chat"},
+        }
+    ]
+
+
 @pytest.fixture(scope="module")
 def openai_backend() -> Iterator[Backend]:
     backend = Backend("openai")

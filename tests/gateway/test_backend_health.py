@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, routing_config
+from tests.conftest import MASTER_KEY, Backend, one_chat_deployment, routing_config
 from tests.gateway.rawhttp import request_bytes
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -154,18 +154,7 @@ def test_aborted_queued_requests_never_reach_the_backend(make_gateway, rounds: i
     backend = Backend("openai")
     try:
         config = routing_config(None, None, queue_size=32, queue_timeout=30)
-        config["model_list"] = [
-            {
-                "model_name": "llama-gpu",
-                "litellm_params": {
-                    "model": "hosted_vllm/llama",
-                    "api_base": backend.url + "/v1",
-                    "max_parallel_requests": 1,
-                    "timeout": 60,
-                },
-                "model_info": {"id": "vllm-chat", "mode": "chat"},
-            }
-        ]
+        config["model_list"] = one_chat_deployment(backend, max_parallel_requests=1, timeout=60)
         gw = make_gateway(config)
         backend.control(mode="slow", delay=5)
         raw = request_bytes("POST", "/v1/chat/completions", gw.port, CHAT, AUTH)

@@ -19,7 +19,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, routing_config
+from tests.conftest import MASTER_KEY, Backend, one_chat_deployment, routing_config
 from tests.gateway.rawhttp import dechunk, exchange, request_bytes
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -98,17 +98,7 @@ def test_line_over_the_limit_ends_the_stream_in_framing(
 
 def stalled_config(backend: Backend) -> dict:
     config = routing_config(None, None, write_timeout=1, queue_size=0)
-    config["model_list"] = [
-        {
-            "model_name": "llama-gpu",
-            "litellm_params": {
-                "model": "hosted_vllm/llama",
-                "api_base": backend.url + "/v1",
-                "max_parallel_requests": 1,
-            },
-            "model_info": {"id": "vllm-chat", "mode": "chat"},
-        }
-    ]
+    config["model_list"] = one_chat_deployment(backend, max_parallel_requests=1)
     return config
 
 
