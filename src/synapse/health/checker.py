@@ -14,7 +14,7 @@ import aiohttp
 from synapse.backends import upstream
 from synapse.routing.breaker import State
 from synapse.routing.deployment import DeploymentState
-from synapse.server.gateway import Gateway
+from synapse.gateway import Gateway
 
 log = logging.getLogger("synapse.health")
 
