@@ -13,15 +13,14 @@ import re
 import orjson
 
 from synapse import __version__
-from synapse.api import relay
+from synapse.api import relay, vectors
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
 from synapse.api.surface import has_master_key
+from synapse.api.vectors import Params
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
 from synapse.config.model import Deployment
-from synapse.embeddings import service
-from synapse.embeddings.call import Params
 from synapse.errors import (
     BadGateway,
     BadRequest,
@@ -406,7 +405,7 @@ async def _embed(
 ) -> StreamResponse:
     timing = chat_tr.Timing()
     group = _resolve(ctx, body)
-    result = await service.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
+    result = await vectors.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
     if legacy:
         return json_response({"embedding": result.vectors[0]})
     return json_response(

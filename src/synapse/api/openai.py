@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import orjson
 
-from synapse.api import relay
+from synapse.api import relay, vectors
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
+from synapse.api.vectors import Params
 from synapse.backends import upstream
-from synapse.embeddings import service
-from synapse.embeddings.call import Params
 from synapse.errors import BadRequest, ModelNotFound
 from synapse.http.message import Request, Response, StreamResponse
 from synapse.routing.deployment import DeploymentState
@@ -95,7 +94,7 @@ async def embeddings(request: Request) -> StreamResponse:
     group = ctx.resolve(body.get("model"))
     if texts is None:
         return await _embed_tokens(request, ctx, body, group)
-    result = await service.vectors(ctx, group, texts, Params.from_openai(body))
+    result = await vectors.vectors(ctx, group, texts, Params.from_openai(body))
     answer = {"embeddings": result.vectors, "prompt_eval_count": sum(result.tokens)}
     return json_response(embed_tr.ollama_to_openai(answer, body.get("model"), encoding))
 
