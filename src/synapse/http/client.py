@@ -105,7 +105,8 @@ class _Connection(asyncio.Protocol):
 
     def reset(self, *, head: bool) -> None:
         self.head_request = head
-        self.head_bytes = 0
+        self.head_bytes = 0  # status line and fields parsed so far
+        self.data_bytes = 0  # bytes received while the head was incomplete
         self.status = 0
         self.reason = ""
         self.fields: list[tuple[str, str]] = []
@@ -139,10 +140,9 @@ class _Connection(asyncio.Protocol):
             self.wake()
             return
         if not self.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD:
-                self.error = InvalidResponse(f"answer head over {MAX_HEAD} bytes")
-                self.close()
+            self.data_bytes += len(data)
+            if self.data_bytes > MAX_HEAD:  # still no end of head
+                self.head_too_large()
         elif self.buffered > HIGH_WATER and not self.reading_paused and not self.closed:
             self.reading_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -175,6 +175,9 @@ class _Connection(asyncio.Protocol):
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > MAX_HEAD:
+            self.head_too_large()
         field = (name.decode("latin-1"), value.decode("latin-1"))
         self.fields.append(field)
         lower = field[0].lower()
@@ -184,6 +187,8 @@ class _Connection(asyncio.Protocol):
             self.chunked = value.rstrip().lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
+        if self.error is not None:
+            return  # head too large
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # informational: the real answer follows
             self.reason, self.fields, self.length, self.chunked = "", [], None, False
@@ -207,6 +212,11 @@ class _Connection(asyncio.Protocol):
             self.complete = True
 
     # state changes
+
+    def head_too_large(self) -> None:
+        if self.error is None:
+            self.error = InvalidResponse(f"answer head over {MAX_HEAD} bytes")
+        self.close()
 
     def ended(self) -> None:
         """The peer closed: the end of a close-delimited body, or an answer cut short."""
@@ -305,7 +315,7 @@ class Response:
         """The whole body; BodyTooLarge past `limit` bytes (counted as they arrive)."""
         conn = self._conn
         try:
-            if conn.length is not None and conn.length > limit:
+            if conn.length is not None and conn.length > limit and not conn.complete:
                 raise BodyTooLarge(limit)
             parts: list[bytes] = []
             size = 0
@@ -436,10 +446,10 @@ class Pool:
                 await _send_chunked(conn, body, deadline)
             if conn.head_done and conn.write_paused:
                 conn.clean = False  # answered before our body was sent
-            while not conn.head_done:
-                if conn.error is not None:
-                    raise conn.error
+            while not conn.head_done and conn.error is None:
                 await conn.wait(deadline, timeout.idle)
+            if not conn.head_done:
+                raise conn.error  # type: ignore[misc]
         except BaseException:
             conn.close()
             raise
