@@ -231,6 +231,19 @@ async def test_cancelled_waiter_frees_its_place() -> None:
 
 
 @on_uvloop
+async def test_place_of_a_closed_connection_goes_to_the_next_waiter() -> None:
+    async with RawServer(keep_answering(b"no", "500 Internal Server Error")) as server:
+        pool = new_pool(per_host=1)
+        held = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        waiting = asyncio.create_task(get(pool, server.url, Timeout(total=2, connect=1)))
+        await asyncio.sleep(0.05)
+        held.release()  # a 500: closed, not pooled
+        assert await waiting == (500, b"no")
+        assert server.connections == 2
+        await pool.close()
+
+
+@on_uvloop
 async def test_idle_connections_are_reused_last_in_first_out() -> None:
     async with RawServer(keep_answering()) as server:
         pool = new_pool()
@@ -593,9 +606,10 @@ async def test_bad_chunk_framing_is_invalid() -> None:
         await pool.close()
 
 
+@pytest.mark.parametrize("end", [b"\r\nContent-Length: 0\r\n\r\n", b""])
 @on_uvloop
-async def test_head_over_64_kib_is_invalid() -> None:
-    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n\r\n"
+async def test_head_over_64_kib_is_invalid(end: bytes) -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 + end  # whole, or never ending
     async with RawServer(silent_handler(raw)) as server:
         pool = new_pool()
         with pytest.raises(InvalidResponse, match="head"):
