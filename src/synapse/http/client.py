@@ -29,6 +29,8 @@ LOW_WATER = 64 * 1024  # ... and resume it
 SMALL_BODY = 64 * 1024  # sent in the same write as the head
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding"})  # set by the client
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_NEVER = float("inf")
+_BYTES = (bytes, bytearray, memoryview)
 
 
 class Timeout(NamedTuple):
@@ -96,11 +98,16 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
-        self.expiry: asyncio.TimerHandle | None = None
+        # One lazily re-armed timer per connection: for the current wait's deadline, or for
+        # the idle expiry while pooled. It is moved only when a deadline comes earlier.
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_when = _NEVER
+        self.expires = _NEVER
         self.waiter: asyncio.Future[None] | None = None
         self.write_paused = False
         self.reading_paused = False
         self.busy = False  # a request is in flight; bytes at other times are unsolicited
+        self.buffer: collections.deque[bytes] = collections.deque()  # empty between answers
         self.reset(head=False)
 
     def reset(self, *, head: bool) -> None:
@@ -117,7 +124,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.clean = True
         self.error: ClientError | None = None
-        self.buffer: collections.deque[bytes] = collections.deque()
         self.buffered = 0
 
     # asyncio.Protocol
@@ -178,12 +184,11 @@ class _Connection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD:
             self.head_too_large()
-        field = (name.decode("latin-1"), value.decode("latin-1"))
-        self.fields.append(field)
-        lower = field[0].lower()
-        if lower == "content-length":
+        self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
             self.length = int(value)  # llhttp has checked the digits and refused duplicates
-        elif lower == "transfer-encoding":
+        elif size == 17 and name.lower() == b"transfer-encoding":
             self.chunked = value.rstrip().lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
@@ -242,6 +247,9 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False
             if self.transport is not None:
                 self.transport.close()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             self.forget()
 
     def forget(self) -> None:
@@ -251,17 +259,36 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             pool.forget(self)
 
+    def arm(self, when: float) -> None:
+        """Have `on_timer` run at `when` or earlier."""
+        self.expires = when
+        if when < self.timer_when:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(when, self.on_timer)
+            self.timer_when = when
+
+    def on_timer(self) -> None:
+        self.timer, self.timer_when = None, _NEVER
+        if self.closed or self.expires == _NEVER:
+            return
+        if self.loop.time() < self.expires:  # the deadline moved on since the timer was set
+            self.arm(self.expires)
+        elif self.waiter is not None:
+            _expire(self.waiter)
+        elif not self.busy:
+            self.close()  # idle for idle_expiry
+
     async def wait(self, deadline: float, idle: float | None) -> None:
         """Until something happens on the socket, or raise TimeoutError."""
         loop = self.loop
-        when = deadline if idle is None else min(deadline, loop.time() + idle)
+        self.arm(deadline if idle is None else min(deadline, loop.time() + idle))
         waiter = self.waiter = loop.create_future()
-        timer = loop.call_at(when, _expire, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self.waiter = None
+            self.expires = _NEVER
 
     def take(self) -> bytes:
         chunk = self.buffer.popleft()
@@ -433,7 +460,7 @@ class Pool:
         conn.busy = True
         try:
             transport = conn.transport
-            if body is None or isinstance(body, bytes | bytearray | memoryview):
+            if body is None or isinstance(body, _BYTES):
                 if body and len(body) > SMALL_BODY:
                     transport.write(head)  # type: ignore[union-attr]
                     transport.write(body)  # type: ignore[union-attr]
@@ -495,9 +522,7 @@ class Pool:
         while True:
             while host.idle:
                 conn = host.idle.pop()
-                if conn.expiry is not None:
-                    conn.expiry.cancel()
-                    conn.expiry = None
+                conn.expires = _NEVER
                 if not conn.closed:
                     return conn
             if host.open < self.per_host:
@@ -566,14 +591,11 @@ class Pool:
                 waiter.set_result(conn)
                 return
         host.idle.append(conn)
-        conn.expiry = self.loop.call_later(self.idle_expiry, conn.close)
+        conn.arm(self.loop.time() + self.idle_expiry)
 
     def forget(self, conn: _Connection) -> None:
         """A connection closed (by us or the peer): its place goes to the first waiter."""
         self._all.discard(conn)
-        if conn.expiry is not None:
-            conn.expiry.cancel()
-            conn.expiry = None
         host = conn.host
         if conn in host.idle:
             host.idle.remove(conn)
@@ -604,7 +626,7 @@ def _head(
     if body is None:
         if method in _WITH_BODY:
             lines.append("Content-Length: 0\r\n")
-    elif isinstance(body, bytes | bytearray | memoryview):
+    elif isinstance(body, _BYTES):
         lines.append(f"Content-Length: {len(body)}\r\n")
     else:
         lines.append("Transfer-Encoding: chunked\r\n")
