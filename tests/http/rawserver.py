@@ -67,7 +67,9 @@ class Exchange:
         if self.reading or self.eof.is_set():
             await self.eof.wait()
             return True
-        return await self.reader.read(65536) == b""
+        while await self.reader.read(1 << 20):
+            pass  # bytes the client sent before closing
+        return True
 
     def close(self) -> None:
         self.writer.close()

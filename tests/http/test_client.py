@@ -98,6 +98,48 @@ async def test_async_iterable_body_is_sent_chunked() -> None:
 
 
 @on_uvloop
+async def test_large_body_waits_for_a_slow_reader() -> None:
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB: far more than the socket buffers
+
+    async def handler(ex: Exchange) -> None:
+        head = await ex.reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.3)  # the client's writes pause meanwhile
+        got = await ex.reader.readexactly(len(body))
+        ex.write(answer(b"same" if got == body and b"Content-Length: 8388608" in head else b"no"))
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        response = await pool.request("PUT", server.url, headers={}, body=body, timeout=T)
+        assert await response.read(10) == b"same"
+        response.release()
+        await pool.close()
+
+
+@on_uvloop
+async def test_early_answer_stops_a_streamed_body() -> None:
+    sent: list[int] = []
+
+    async def handler(ex: Exchange) -> None:
+        await ex.reader.readuntil(b"\r\n\r\n")
+        ex.write(answer(b"too large", "413 Content Too Large"))  # body never read
+        await asyncio.sleep(10)
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            sent.append(1)
+            yield b"x" * 65536
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        response = await pool.request("POST", server.url, headers={}, body=endless(), timeout=T)
+        assert (response.status, await response.read(100)) == (413, b"too large")
+        response.release()
+        assert len(sent) < 1000  # stopped, not 64 GiB later
+        assert await asyncio.wait_for(server.exchanges[0].closed_by_peer(), 2)
+        await pool.close()
+
+
+@on_uvloop
 async def test_header_injection_and_framing_headers_are_refused() -> None:
     pool = new_pool()
     for headers in ({"X-A": "v\r\nX-Evil: 1"}, {"X-A\n": "v"}, {"Content-Length": "3"}):
