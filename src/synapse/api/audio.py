@@ -23,6 +23,7 @@ from synapse.api.context import Context
 from synapse.api.protocol import reading_body
 from synapse.backends import upstream
 from synapse.errors import BadRequest, PayloadTooLarge
+from synapse.http.client import SizedBody
 from synapse.http.message import Request, StreamResponse
 from synapse.routing.deployment import DeploymentState
 
@@ -48,7 +49,7 @@ class Upload:
     def field(self, name: str) -> str | None:
         return next((v for k, v in self.fields if k == name), None)
 
-    def form(self, backend_model: str) -> tuple[dict[str, str], AsyncIterator[bytes]]:
+    def form(self, backend_model: str) -> tuple[dict[str, str], SizedBody]:
         """Headers and a fresh multipart body for one attempt; the file streams from the spool."""
         boundary = uuid.uuid4().hex
         head = bytearray()
@@ -57,11 +58,9 @@ class Upload:
             head += (backend_model if name == "model" else value).encode() + b"\r\n"
         head += _part_head(boundary, "file", self.filename, self.content_type) + b"\r\n"
         tail = f"\r\n--{boundary}--\r\n".encode()
-        headers = {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Content-Length": str(len(head) + self.size + len(tail)),
-        }
-        return headers, self._body(bytes(head), tail)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        length = len(head) + self.size + len(tail)
+        return headers, SizedBody(length, self._body(bytes(head), tail))
 
     async def _body(self, head: bytes, tail: bytes) -> AsyncIterator[bytes]:
         yield head

@@ -25,6 +25,7 @@ from synapse.http.client import (
     Pool,
     Response,
     ServerDisconnected,
+    SizedBody,
     Timeout,
 )
 
@@ -223,7 +224,7 @@ async def send(
     state: DeploymentState,
     url: str,
     *,
-    data: bytes | AsyncIterable[bytes],
+    data: bytes | AsyncIterable[bytes] | SizedBody,
     headers: Mapping[str, str],
     timeout: Timeout,
     limit: int,

@@ -11,10 +11,10 @@ import logging
 
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
+from synapse.gateway import Gateway
 from synapse.http.client import ClientError, Pool
 from synapse.routing.breaker import State
 from synapse.routing.deployment import DeploymentState
-from synapse.gateway import Gateway
 
 log = logging.getLogger("synapse.health")
 # A health answer is read whole (so its connection is reused), up to this many bytes.

@@ -39,6 +39,14 @@ class Timeout(NamedTuple):
     idle: float | None = None  # max gap between reads of the response (head included)
 
 
+class SizedBody(NamedTuple):
+    """A streamed request body of known length: sent under Content-Length, not chunked
+    (some servers refuse chunked uploads)."""
+
+    length: int
+    chunks: AsyncIterable[bytes]
+
+
 class ClientError(Exception):
     """A backend could not be reached or sent an unusable answer (timeouts: TimeoutError)."""
 
@@ -447,7 +455,7 @@ class Pool:
         url: str,
         *,
         headers: Mapping[str, str] | list[tuple[str, str]],
-        body: bytes | AsyncIterable[bytes] | None,
+        body: bytes | AsyncIterable[bytes] | SizedBody | None,
         timeout: Timeout,
     ) -> Response:
         """Send a request; the answer's head has arrived when this returns."""
@@ -614,7 +622,7 @@ def _head(
     method: str,
     target: _Target,
     headers: Mapping[str, str] | list[tuple[str, str]],
-    body: bytes | AsyncIterable[bytes] | None,
+    body: bytes | AsyncIterable[bytes] | SizedBody | None,
 ) -> bytes:
     """The request head, refusing framing headers from the caller and CR/LF in any field."""
     items = headers.items() if isinstance(headers, Mapping) else headers
@@ -628,6 +636,8 @@ def _head(
             lines.append("Content-Length: 0\r\n")
     elif isinstance(body, _BYTES):
         lines.append(f"Content-Length: {len(body)}\r\n")
+    elif isinstance(body, SizedBody):
+        lines.append(f"Content-Length: {body.length}\r\n")
     else:
         lines.append("Transfer-Encoding: chunked\r\n")
     lines.append("\r\n")
@@ -637,18 +647,31 @@ def _head(
     return head.encode("utf-8")
 
 
-async def _send_chunked(conn: _Connection, body: AsyncIterable[bytes], deadline: float) -> None:
-    """Stream `body` in chunked encoding; stop early if the backend already answered."""
+async def _send_chunked(
+    conn: _Connection, body: AsyncIterable[bytes] | SizedBody, deadline: float
+) -> None:
+    """Stream `body` (chunked, or as is under its Content-Length); stop early if the backend
+    already answered."""
     transport = conn.transport
+    sized = isinstance(body, SizedBody)
+    sent = 0
     async with asyncio.timeout_at(deadline):
-        async for piece in body:
+        async for piece in body.chunks if sized else body:  # type: ignore[union-attr]
             if conn.head_done or conn.error is not None or conn.closed:
                 conn.clean = False  # answered (or gone) before reading all we had to send
                 return
             if piece:
-                transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))  # type: ignore[union-attr]
+                sent += len(piece)
+                if sized:
+                    transport.write(piece)  # type: ignore[union-attr]
+                else:
+                    transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))  # type: ignore[union-attr]
                 if conn.write_paused:
                     await conn.drain(deadline)
+        if sized:
+            if sent != body.length:  # type: ignore[union-attr]
+                raise ValueError(f"body of {sent} bytes sent under Content-Length {body.length}")  # type: ignore[union-attr]
+            return
         transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
         if conn.write_paused:
             await conn.drain(deadline)

@@ -12,7 +12,8 @@ Rules, all tested in tests/gateway/test_http_*.py:
   connection is closed after `keepalive_timeout`.
 * A body is read only when the handler asks for it (`Expect: 100-continue` answered then); a
   response given before the body was whole closes the connection after it.
-* A client leaving cancels its handler (the backend request with it).
+* A client leaving (or half-closing: a FIN looks the same) cancels its handler, and the
+  backend request with it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,6 @@ class Connection(asyncio.Protocol):
         self._reading = True
         self._broken = False  # a framing error: parse nothing more
         self._close_after = False
-        self._eof = False
         self._write_paused: asyncio.Future[None] | None = None
         self._lost = False
 
@@ -122,12 +122,10 @@ class Connection(asyncio.Protocol):
             self._task.cancel()  # the client left: its handler (and backend request) stops
 
     def eof_received(self) -> bool:
-        """Half-close: answer what was asked, then close."""
-        self._eof = True
-        if self._parsing is not None:
-            self._parsing.body.fail(BodyError("the client closed the connection mid-body"))
-        busy = self._task is not None and not self._task.done()
-        return busy or bool(self._queue)
+        """The client closed its side: it is gone (a FIN looks the same whether it will still
+        read or not). As nginx, Go and aiohttp do, its handler is cancelled, so the backend
+        stops generating for nobody; the transport closes (connection_lost)."""
+        return False
 
     def pause_writing(self) -> None:
         if self._write_paused is None or self._write_paused.done():
@@ -255,9 +253,7 @@ class Connection(asyncio.Protocol):
                     return
         finally:
             self._task = None
-        if self._eof:
-            self._close()
-        elif not self._lost:
+        if not self._lost:
             self._arm_idle()
 
     def _must_close(self, request: Request) -> bool:
