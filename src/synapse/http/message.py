@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from synapse.http.headers import Headers
 
-if TYPE_CHECKING:
-    from synapse.http.server import Connection
-
 # Unread body bytes held per request before the socket stops being read (TCP pushes back).
 BODY_HIGH_WATER = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Connection(Protocol):
+    """What a request and its answer need of the connection they came on (http.server's)."""
+
+    app: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport | None
+
+    def write(self, data: bytes) -> None: ...
+    def write_head(self, request: Request, status: int, headers: dict[str, str]) -> None: ...
+    async def drain(self) -> None: ...
+    def want_body(self) -> None: ...
+    def close_after_response(self) -> None: ...
 
 
 class BodyError(Exception):

@@ -242,6 +242,8 @@ class Connection(asyncio.Protocol):
                     self._close()
                     return
                 self._current = None
+                if self._lost:
+                    return
                 if not response.prepared:
                     self._write_response(item, response)
                 elif not getattr(response, "ended", True):
@@ -292,10 +294,11 @@ class Connection(asyncio.Protocol):
         self.write(b"".join(lines))
 
     def write(self, data: bytes) -> None:
+        """Hand bytes to the transport; a closed one drops them (the handler was cancelled,
+        or is told by `drain`)."""
         transport = self.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the client closed the connection")
-        transport.write(data)
+        if transport is not None and not self._lost:
+            transport.write(data)
 
     async def drain(self) -> None:
         if self._lost:
