@@ -91,6 +91,20 @@ CASES: tuple[Case, ...] = (
     ),
 )
 
+# Not in the concurrency sweep: measured once per path, sequentially, for the per-event cost.
+SSE_LONG = Case(
+    "chat_sse_long",
+    "chat, streaming, 256 events (c=1)",
+    "/v1/chat/completions",
+    "/sse-long/v1/chat/completions",
+    {
+        "model": "bench-chat-sse-long",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
+)
+
 
 def wrk_cmd(cpus: str | None) -> list[str]:
     exe = shutil.which("wrk")

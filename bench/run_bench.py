@@ -1,4 +1,5 @@
-"""`make bench`: nginx alone (direct), through Synapse, through LiteLLM — one run, one report.
+"""`make bench`: nginx alone (direct), through Synapse (today's tree and a baseline revision),
+through LiteLLM — one run, one report.
 
 Each path runs on its own (the other gateway is stopped), the gateway pinned to one core and
 nginx + wrk to the other, so "one worker" means one core and the load generator never
@@ -25,9 +26,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from load import CASES, Case, run_wrk, ttft_series
+import baseline
+from load import CASES, SSE_LONG, Case, run_wrk, ttft_series
 from procs import Service, exit_on_sigterm, free_port, loadavg, rss_bytes
-from stub import EMBED_DIM, Nginx
+from stub import EMBED_DIM, SSE_LONG_TOKENS, Nginx, sse_body, sse_events
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -48,16 +50,30 @@ def backend_env(nginx: Nginx) -> dict[str, str]:
         "BENCH_BACKEND": nginx.base,
         "BENCH_BACKEND_V1": f"{nginx.base}/v1",
         "BENCH_STREAM_V1": f"{nginx.base}/stream/v1",
+        "BENCH_SSE_LONG_V1": f"{nginx.base}/sse-long/v1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
         "PYTHONUNBUFFERED": "1",
     }
 
 
-def synapse_service(run_dir: Path, env: dict[str, str], cpus: str | None, bin_dir: Path) -> Service:
+def synapse_service(
+    run_dir: Path,
+    env: dict[str, str],
+    cpus: str | None,
+    bin_dir: Path,
+    name: str = "synapse",
+    src: Path | None = None,
+) -> Service:
+    """`python -m synapse serve` on the bench config; `src` (a baseline's) goes on PYTHONPATH,
+    ahead of the venv's editable install of today's tree."""
     port, oport = free_port(), free_port()
+    if src is not None:
+        env = {**env, "PYTHONPATH": str(src)}
     cmd = [
-        str(bin_dir / "synapse"),
+        str(bin_dir / "python"),
+        "-m",
+        "synapse",
         "serve",
         "--config",
         str(CONFIG),
@@ -71,10 +87,10 @@ def synapse_service(run_dir: Path, env: dict[str, str], cpus: str | None, bin_di
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
     svc = Service(
-        "synapse",
+        name,
         cmd,
         env,
-        run_dir / "synapse.log",
+        run_dir / f"{name}.log",
         f"http://127.0.0.1:{port}/health/readiness",
         60,
     )
@@ -158,11 +174,11 @@ def bench_path(
         entry["probe"] = probe(f"{base}{path}", case.body, use_key)
         if name == "litellm" and not case.litellm:
             entry["na"] = f"LiteLLM answers {entry['probe']['status']} (no Ollama routes)"
-            print(f"  {name:8s} {case.name:18s} n/a ({entry['probe']['status']})", flush=True)
+            print(f"  {name:16s} {case.name:18s} n/a ({entry['probe']['status']})", flush=True)
             continue
         if not entry["probe"]["ok"]:
             entry["na"] = f"probe failed: {entry['probe']['status']} {entry['probe']['detail']}"
-            print(f"  {name:8s} {case.name:18s} {entry['na']}", flush=True)
+            print(f"  {name:16s} {case.name:18s} {entry['na']}", flush=True)
             continue
         body_file = case.body_file(run_dir)
         run_wrk(base, path, body_file, 8, 1, key=use_key, cpus=loadgen_cpus)  # warm-up
@@ -192,7 +208,7 @@ def bench_path(
             entry["runs"][str(conc)] = res
             foreign = res.get("foreign_util")
             print(
-                f"  {name:8s} {case.name:18s} c={conc:<4d} {res['rps']:>9,.0f} req/s  "
+                f"  {name:16s} {case.name:18s} c={conc:<4d} {res['rps']:>9,.0f} req/s  "
                 f"p50 {res['p50_us'] / 1000:7.2f} ms  p99 {res['p99_us'] / 1000:7.2f} ms  "
                 f"cpu/req {res.get('cpu_ms_per_req') or 0:.3f} ms  "
                 f"core {100 * (res.get('cpu_util') or 0):3.0f}%  "
@@ -206,6 +222,52 @@ def bench_path(
         out["ttft"] = asyncio.run(
             ttft_series(url, stream.body, args.ttft_n, None if name == "direct" else key)
         )
+    out["sse_long"] = sse_long(name, bases, args, run_dir, key, watch_pid, loadgen_cpus)
+    return out
+
+
+def sse_long(
+    name: str,
+    bases: dict[str, str],
+    args: argparse.Namespace,
+    run_dir: Path,
+    key: str | None,
+    watch_pid: int,
+    loadgen_cpus: str | None,
+) -> dict:
+    """The 256-event stream, one connection, for `args.duration`: whole-stream latency and CPU.
+
+    The report divides (path - direct) by the event count: the delay a gateway adds per event.
+    """
+    direct = name == "direct"
+    base = bases["direct"] if direct else bases["api"]
+    path = SSE_LONG.direct_path if direct else SSE_LONG.path
+    use_key = None if direct else key
+    out: dict = {"events": sse_events(sse_body(SSE_LONG_TOKENS)), "url": f"{base}{path}"}
+    out["probe"] = probe(f"{base}{path}", SSE_LONG.body, use_key)
+    if not out["probe"]["ok"]:
+        out["na"] = f"probe failed: {out['probe']['status']} {out['probe']['detail']}"
+        print(f"  {name:16s} {SSE_LONG.name:18s} {out['na']}", flush=True)
+        return out
+    body_file = SSE_LONG.body_file(run_dir)
+    run_wrk(base, path, body_file, 1, 1, key=use_key, cpus=loadgen_cpus)  # warm-up
+    res = run_wrk(
+        base,
+        path,
+        body_file,
+        1,
+        args.duration,
+        key=use_key,
+        cpus=loadgen_cpus,
+        watch_pid=watch_pid,
+    )
+    out["run"] = res
+    print(
+        f"  {name:16s} {SSE_LONG.name:18s} c=1    {res['rps']:>9,.0f} streams/s  "
+        f"p50 {res['p50_us'] / 1000:7.2f} ms  p99 {res['p99_us'] / 1000:7.2f} ms  "
+        f"cpu/stream {res.get('cpu_ms_per_req') or 0:.3f} ms  err {res['errors']}",
+        flush=True,
+    )
     return out
 
 
@@ -250,6 +312,53 @@ def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus) -> di
     return info
 
 
+def run_path(
+    name: str,
+    args: argparse.Namespace,
+    run_dir: Path,
+    nginx: Nginx,
+    env: dict[str, str],
+    lg_cpus: str | None,
+    gw_cpus: str | None,
+) -> dict:
+    """One path of the report: nginx alone, a Synapse revision, or LiteLLM."""
+    if name == "direct":
+        bases = {"direct": nginx.base}
+        assert nginx.proc is not None
+        d = bench_path("direct", bases, CASES, args, run_dir, None, nginx.proc.pid, lg_cpus)
+        d["rss_after"] = rss_bytes(nginx.proc.pid)
+        return d
+    if name == "litellm":
+        if not (args.litellm_venv / "bin" / "litellm").exists():
+            return {"error": f"no LiteLLM in {args.litellm_venv}"}
+        svc = litellm_service(run_dir, env, gw_cpus, args.litellm_venv)
+        info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+        log = (run_dir / "litellm.log").read_text(errors="replace")
+        info["synapse_settings_mentioned"] = "synapse_settings" in log
+        info["started_with_synapse_settings"] = "startup_s" in info
+        return info
+    src = None
+    if rev := baseline.rev_of(name):
+        try:
+            src = baseline.export(ROOT, rev, run_dir / f"baseline-{rev}")
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return {"error": str(exc)}
+    svc = synapse_service(run_dir, env, gw_cpus, args.bin, name=name, src=src)
+    info = {"imports": imported_from(args.bin, svc.env)}
+    return info | run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+
+
+def imported_from(bin_dir: Path, env: dict[str, str] | None) -> str:
+    """Where `import synapse` resolves with the service's environment: proof a baseline runs
+    its own tree, not the editable install."""
+    code = "import synapse; print(synapse.__file__)"
+    proc = subprocess.run(
+        [str(bin_dir / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    return proc.stdout.strip() or proc.stderr.strip()[-300:]
+
+
 def versions(venv_litellm: Path) -> dict[str, str]:
     def cmd(*argv: str) -> str:
         try:
@@ -284,6 +393,19 @@ def versions(venv_litellm: Path) -> dict[str, str]:
     }
 
 
+def bench_args(argv: list[str]) -> list[str]:
+    """The arguments a user gave (`make bench` adds `--bin`): the report's reproduce line."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--bin":
+            skip = True
+        elif not a.startswith("--bin="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5)))
@@ -291,7 +413,16 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32, 64, 128]
     )
     ap.add_argument("--ttft-n", type=int, default=300, help="sequential streaming requests")
-    ap.add_argument("--paths", default="direct,synapse,litellm")
+    ap.add_argument(
+        "--baseline",
+        default=baseline.DEFAULT_REV,
+        help="git revision run as path synapse@<rev> (empty: none); ignored with --paths",
+    )
+    ap.add_argument(
+        "--paths",
+        help="comma-separated, in report order: direct, synapse, synapse@<rev>, litellm "
+        "(default: all four, the baseline from --baseline)",
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not taskset the processes")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     ap.add_argument("--date", default=dt.date.today().isoformat())
@@ -299,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bin", type=Path, default=Path(sys.executable).parent)
     args = ap.parse_args(argv)
     exit_on_sigterm()
-    paths = args.paths.split(",")
+    paths = args.paths.split(",") if args.paths else baseline.default_paths(args.baseline)
+    unknown = [
+        p for p in paths if p not in ("direct", "synapse", "litellm") and not baseline.rev_of(p)
+    ]
+    if unknown:
+        ap.error(f"--paths: unknown {', '.join(unknown)} (direct, synapse, synapse@<rev>, litellm)")
     gw_cpus, lg_cpus = cpu_plan(not args.no_pin)
     run_dir = Path(tempfile.mkdtemp(prefix="synapse-bench-"))
     nginx = Nginx(run_dir, free_port(), cpus=lg_cpus)
@@ -314,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
             "embed_dim": EMBED_DIM,
             "versions": versions(args.litellm_venv),
             "cases": {c.name: c.title for c in CASES},
+            "paths": paths,
+            "argv": bench_args(sys.argv[1:] if argv is None else argv),
+            "baselines": {
+                p: baseline.describe(ROOT, rev) for p in paths if (rev := baseline.rev_of(p))
+            },
         },
         "paths": {},
     }
@@ -322,24 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     nginx.start()
     env = backend_env(nginx)
     try:
-        if "direct" in paths:
-            bases = {"direct": nginx.base}
-            d = bench_path("direct", bases, CASES, args, run_dir, None, nginx.proc.pid, lg_cpus)
-            d["rss_after"] = rss_bytes(nginx.proc.pid)
-            results["paths"]["direct"] = d
-        if "synapse" in paths:
-            svc = synapse_service(run_dir, env, gw_cpus, args.bin)
-            results["paths"]["synapse"] = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
-        if "litellm" in paths:
-            if not (args.litellm_venv / "bin" / "litellm").exists():
-                results["paths"]["litellm"] = {"error": f"no LiteLLM in {args.litellm_venv}"}
-            else:
-                svc = litellm_service(run_dir, env, gw_cpus, args.litellm_venv)
-                info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
-                log = (run_dir / "litellm.log").read_text(errors="replace")
-                info["synapse_settings_mentioned"] = "synapse_settings" in log
-                info["started_with_synapse_settings"] = "startup_s" in info
-                results["paths"]["litellm"] = info
+        for name in paths:
+            print(f"== {name}", flush=True)
+            results["paths"][name] = run_path(name, args, run_dir, nginx, env, lg_cpus, gw_cpus)
     finally:
         nginx.stop()
     results["meta"]["loadavg_end"] = loadavg()
