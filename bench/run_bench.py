@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import baseline
-from load import CASES, SSE_LONG, Case, run_wrk, ttft_series
+from load import CASES, PACED, SSE_LONG, Case, paced_series, run_wrk, ttft_series
 from procs import Service, exit_on_sigterm, free_port, loadavg, rss_bytes
 from stub import EMBED_DIM, SSE_LONG_TOKENS, Nginx, sse_body, sse_events
 
@@ -44,13 +44,16 @@ def cpu_plan(pin: bool) -> tuple[str | None, str | None]:
     return os.environ.get("BENCH_GATEWAY_CPUS", "1"), os.environ.get("BENCH_LOADGEN_CPUS", "0")
 
 
-def backend_env(nginx: Nginx) -> dict[str, str]:
+def backend_env(nginx: Nginx, paced: str | None = None) -> dict[str, str]:
+    """The config's `os.environ/BENCH_*` bases; without the paced backend its group points at
+    nginx's stream (the soak and the profile never call it)."""
     return {
         **os.environ,
         "BENCH_BACKEND": nginx.base,
         "BENCH_BACKEND_V1": f"{nginx.base}/v1",
         "BENCH_STREAM_V1": f"{nginx.base}/stream/v1",
         "BENCH_SSE_LONG_V1": f"{nginx.base}/sse-long/v1",
+        "BENCH_PACED_V1": f"{paced or nginx.base + '/stream'}/v1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
         "PYTHONUNBUFFERED": "1",
@@ -223,6 +226,17 @@ def bench_path(
             ttft_series(url, stream.body, args.ttft_n, None if name == "direct" else key)
         )
     out["sse_long"] = sse_long(name, bases, args, run_dir, key, watch_pid, loadgen_cpus)
+    if "paced" in bases:
+        url = f"{bases['paced'] if name == 'direct' else bases['api']}{PACED.path}"
+        use_key = None if name == "direct" else key
+        out["paced"] = asyncio.run(paced_series(url, PACED.body, args.paced_streams, use_key))
+        lat = sorted(out["paced"]["latency_us"])
+        p50 = lat[len(lat) // 2] / 1000 if lat else float("nan")
+        print(
+            f"  {name:16s} {PACED.name:18s} c=1    {len(lat):>5d} events  "
+            f"latency p50 {p50:.3f} ms  err {out['paced']['errors']}",
+            flush=True,
+        )
     return out
 
 
@@ -271,7 +285,37 @@ def sse_long(
     return out
 
 
-def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus) -> dict:
+def paced_service(run_dir: Path, args: argparse.Namespace, cpus: str | None) -> Service:
+    """paced_sse.py on the load generator's core, like nginx."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        str(BENCH / "paced_sse.py"),
+        "--port",
+        str(port),
+        "--events",
+        str(args.paced_events),
+        "--gap-ms",
+        str(args.paced_gap_ms),
+    ]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+    svc = Service(
+        "paced-sse", cmd, None, run_dir / "paced-sse.log", f"http://127.0.0.1:{port}/health", 30
+    )
+    svc.ports = {"api": port}  # type: ignore[attr-defined]
+    return svc
+
+
+def pin_self(cpus: str | None) -> None:
+    """The harness's own clients (TTFT, paced SSE) on the load generator's core, not the
+    gateway's."""
+    if cpus:
+        with contextlib.suppress(ValueError, OSError):
+            os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+
+
+def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus, paced=None) -> dict:
     """Start, measure idle RSS, bench every case, measure RSS after, stop."""
     info: dict = {}
     try:
@@ -289,6 +333,7 @@ def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus) -> di
         "api": f"http://127.0.0.1:{ports['api']}",
         "ollama": f"http://127.0.0.1:{ports['ollama']}",
         "direct": nginx.base,
+        **({"paced": paced} if paced else {}),
     }
     try:
         info.update(
@@ -320,10 +365,11 @@ def run_path(
     env: dict[str, str],
     lg_cpus: str | None,
     gw_cpus: str | None,
+    paced: str | None = None,
 ) -> dict:
     """One path of the report: nginx alone, a Synapse revision, or LiteLLM."""
     if name == "direct":
-        bases = {"direct": nginx.base}
+        bases = {"direct": nginx.base, **({"paced": paced} if paced else {})}
         assert nginx.proc is not None
         d = bench_path("direct", bases, CASES, args, run_dir, None, nginx.proc.pid, lg_cpus)
         d["rss_after"] = rss_bytes(nginx.proc.pid)
@@ -332,7 +378,7 @@ def run_path(
         if not (args.litellm_venv / "bin" / "litellm").exists():
             return {"error": f"no LiteLLM in {args.litellm_venv}"}
         svc = litellm_service(run_dir, env, gw_cpus, args.litellm_venv)
-        info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+        info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus, paced)
         log = (run_dir / "litellm.log").read_text(errors="replace")
         info["synapse_settings_mentioned"] = "synapse_settings" in log
         info["started_with_synapse_settings"] = "startup_s" in info
@@ -346,7 +392,7 @@ def run_path(
             return {"error": str(exc)}
     svc = synapse_service(run_dir, env, gw_cpus, args.bin, name=name, src=src)
     info = {"imports": imported_from(args.bin, svc.env)}
-    return info | run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus)
+    return info | run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus, paced)
 
 
 def imported_from(bin_dir: Path, env: dict[str, str] | None) -> str:
@@ -413,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32, 64, 128]
     )
     ap.add_argument("--ttft-n", type=int, default=300, help="sequential streaming requests")
+    ap.add_argument("--paced-streams", type=int, default=10, help="sequential paced streams")
+    ap.add_argument("--paced-events", type=int, default=64, help="events per paced stream")
+    ap.add_argument("--paced-gap-ms", type=float, default=2.0, help="between paced events")
     ap.add_argument(
         "--baseline",
         default=baseline.DEFAULT_REV,
@@ -445,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "concurrency": args.concurrency,
             "ttft_n": args.ttft_n,
+            "paced": {
+                "streams": args.paced_streams,
+                "events": args.paced_events,
+                "gap_ms": args.paced_gap_ms,
+            },
             "gateway_cpus": gw_cpus,
             "loadgen_cpus": lg_cpus,
             "embed_dim": EMBED_DIM,
@@ -460,13 +514,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["meta"]["loadavg_start"] = loadavg()
     print(f"bench run dir {run_dir}; gateway cpus {gw_cpus}, nginx+wrk cpus {lg_cpus}", flush=True)
-    nginx.start()
-    env = backend_env(nginx)
+    pin_self(lg_cpus)
+    paced = paced_service(run_dir, args, lg_cpus)
     try:
+        nginx.start()
+        paced.start()
+        paced_base = f"http://127.0.0.1:{paced.ports['api']}"  # type: ignore[attr-defined]
+        env = backend_env(nginx, paced_base)
         for name in paths:
             print(f"== {name}", flush=True)
-            results["paths"][name] = run_path(name, args, run_dir, nginx, env, lg_cpus, gw_cpus)
+            results["paths"][name] = run_path(
+                name, args, run_dir, nginx, env, lg_cpus, gw_cpus, paced_base
+            )
     finally:
+        paced.stop()
         nginx.stop()
     results["meta"]["loadavg_end"] = loadavg()
     args.out.mkdir(parents=True, exist_ok=True)
