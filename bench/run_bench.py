@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import baseline
@@ -86,6 +87,8 @@ def synapse_service(
         str(port),
         "--ollama-port",
         str(oport),
+        "--metrics-port",  # its own: two revisions run side by side
+        str(free_port()),
     ]
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
@@ -153,110 +156,131 @@ def probe(url: str, body: dict, key: str | None) -> dict:
     return {"status": status, "ok": ok, "detail": "" if ok else text[:300]}
 
 
-def bench_path(
-    name: str,
-    bases: dict[str, str],
+@dataclass
+class Subject:
+    """One path under measurement: where its requests go and which process pays for them."""
+
+    name: str
+    bases: dict[str, str]
+    key: str | None
+    watch_pid: int
+    watch_cpus: str | None = None
+    accepted: Callable[[], int] | None = None
+    out: dict = field(default_factory=lambda: {"cases": {}})
+
+    @property
+    def direct(self) -> bool:
+        return self.name == "direct"
+
+    def target(self, case: Case) -> tuple[str, str, str | None]:
+        """(base URL, path, bearer key) of `case` on this path."""
+        if self.direct:
+            return self.bases["direct"], case.direct_path, None
+        return self.bases[case.listener], case.path, None if case.listener == "ollama" else self.key
+
+
+def prepare_case(s: Subject, case: Case, run_dir: Path, loadgen_cpus: str | None) -> bool:
+    """Probe the case's answer and warm the path up; False if it cannot be measured here."""
+    base, path, key = s.target(case)
+    entry: dict = {"url": f"{base}{path}", "probe": probe(f"{base}{path}", case.body, key)}
+    s.out["cases"][case.name] = entry
+    if s.name == "litellm" and not case.litellm:
+        entry["na"] = f"LiteLLM answers {entry['probe']['status']} (no Ollama routes)"
+        print(f"  {s.name:16s} {case.name:18s} n/a ({entry['probe']['status']})", flush=True)
+        return False
+    if not entry["probe"]["ok"]:
+        entry["na"] = f"probe failed: {entry['probe']['status']} {entry['probe']['detail']}"
+        print(f"  {s.name:16s} {case.name:18s} {entry['na']}", flush=True)
+        return False
+    run_wrk(base, path, case.body_file(run_dir), 8, 1, key=key, cpus=loadgen_cpus)  # warm-up
+    entry["runs"] = {}
+    return True
+
+
+def measure(
+    s: Subject, case: Case, conc: int, args: argparse.Namespace, run_dir: Path, lg: str | None
+) -> None:
+    """One wrk run of `case` at `conc` connections: latency, req/s, CPU of the watched process."""
+    base, path, key = s.target(case)
+    conns0 = s.accepted() if s.accepted else 0
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = run_wrk(
+        base,
+        path,
+        case.body_file(run_dir),
+        conc,
+        args.duration,
+        key=key,
+        cpus=lg,
+        watch_pid=s.watch_pid,
+        watch_cpus=s.watch_cpus,
+    )
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    n = res["requests"]
+    res["loadgen_cpu_ms_per_req"] = 1000 * wrk_cpu / n if n else None
+    if s.accepted and not s.direct:
+        # New backend connections (minus our own status probe) per 1000 requests.
+        res["backend_conns"] = s.accepted() - conns0 - 1
+        res["backend_conns_per_1k"] = 1000 * res["backend_conns"] / n if n else None
+    s.out["cases"][case.name]["runs"][str(conc)] = res
+    foreign = res.get("foreign_util")
+    print(
+        f"  {s.name:16s} {case.name:18s} c={conc:<4d} {res['rps']:>9,.0f} req/s  "
+        f"p50 {res['p50_us'] / 1000:7.2f} ms  p99 {res['p99_us'] / 1000:7.2f} ms  "
+        f"cpu/req {res.get('cpu_ms_per_req') or 0:.3f} ms  "
+        f"core {100 * (res.get('cpu_util') or 0):3.0f}%  "
+        f"other {'-' if foreign is None else f'{100 * foreign:3.0f}%'}  "
+        f"err {res['errors']}  backend conns {res.get('backend_conns', '-')}",
+        flush=True,
+    )
+
+
+def bench_paths(
+    subjects: list[Subject],
     cases: tuple[Case, ...],
     args: argparse.Namespace,
     run_dir: Path,
-    key: str | None,
-    watch_pid: int,
     loadgen_cpus: str | None,
-    watch_cpus: str | None = None,
-    accepted: Callable[[], int] | None = None,
-) -> dict:
-    """Every case x concurrency through one path, then the sequential TTFT series."""
-    out: dict = {"cases": {}}
+) -> None:
+    """Every case x concurrency, the subjects taking turns at each step (several Synapse
+    revisions on one core: the machine's other load drifts over minutes, so interleaved runs
+    keep their ratio honest), then each one's streaming series."""
     for case in cases:
-        direct = name == "direct"
-        path = case.direct_path if direct else case.path
-        base = bases["direct"] if direct else bases[case.listener]
-        use_key = None if (direct or case.listener == "ollama") else key
-        entry: dict = {"url": f"{base}{path}"}
-        out["cases"][case.name] = entry
-        entry["probe"] = probe(f"{base}{path}", case.body, use_key)
-        if name == "litellm" and not case.litellm:
-            entry["na"] = f"LiteLLM answers {entry['probe']['status']} (no Ollama routes)"
-            print(f"  {name:16s} {case.name:18s} n/a ({entry['probe']['status']})", flush=True)
-            continue
-        if not entry["probe"]["ok"]:
-            entry["na"] = f"probe failed: {entry['probe']['status']} {entry['probe']['detail']}"
-            print(f"  {name:16s} {case.name:18s} {entry['na']}", flush=True)
-            continue
-        body_file = case.body_file(run_dir)
-        run_wrk(base, path, body_file, 8, 1, key=use_key, cpus=loadgen_cpus)  # warm-up
-        entry["runs"] = {}
+        live = [s for s in subjects if prepare_case(s, case, run_dir, loadgen_cpus)]
         for conc in args.concurrency:
-            conns0 = accepted() if accepted else 0
-            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            res = run_wrk(
-                base,
-                path,
-                body_file,
-                conc,
-                args.duration,
-                key=use_key,
-                cpus=loadgen_cpus,
-                watch_pid=watch_pid,
-                watch_cpus=watch_cpus,
-            )
-            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-            n = res["requests"]
-            res["loadgen_cpu_ms_per_req"] = 1000 * wrk_cpu / n if n else None
-            if accepted and name != "direct":
-                # New backend connections (minus our own status probe) per 1000 requests.
-                res["backend_conns"] = accepted() - conns0 - 1
-                res["backend_conns_per_1k"] = 1000 * res["backend_conns"] / n if n else None
-            entry["runs"][str(conc)] = res
-            foreign = res.get("foreign_util")
-            print(
-                f"  {name:16s} {case.name:18s} c={conc:<4d} {res['rps']:>9,.0f} req/s  "
-                f"p50 {res['p50_us'] / 1000:7.2f} ms  p99 {res['p99_us'] / 1000:7.2f} ms  "
-                f"cpu/req {res.get('cpu_ms_per_req') or 0:.3f} ms  "
-                f"core {100 * (res.get('cpu_util') or 0):3.0f}%  "
-                f"other {'-' if foreign is None else f'{100 * foreign:3.0f}%'}  "
-                f"err {res['errors']}  backend conns {res.get('backend_conns', '-')}",
-                flush=True,
-            )
-    stream = next(c for c in cases if c.name == "chat_stream")
-    url = out["cases"]["chat_stream"]["url"]
-    if "runs" in out["cases"]["chat_stream"]:
-        out["ttft"] = asyncio.run(
-            ttft_series(url, stream.body, args.ttft_n, None if name == "direct" else key)
-        )
-    out["sse_long"] = sse_long(name, bases, args, run_dir, key, watch_pid, loadgen_cpus)
-    if "paced" in bases:
-        url = f"{bases['paced'] if name == 'direct' else bases['api']}{PACED.path}"
-        use_key = None if name == "direct" else key
-        out["paced"] = asyncio.run(paced_series(url, PACED.body, args.paced_streams, use_key))
-        lat = sorted(out["paced"]["latency_us"])
+            for s in live:
+                measure(s, case, conc, args, run_dir, loadgen_cpus)
+    for s in subjects:
+        streams(s, args, run_dir, loadgen_cpus)
+
+
+def streams(s: Subject, args: argparse.Namespace, run_dir: Path, loadgen_cpus: str | None) -> None:
+    """Time to first token, the 256-event stream, the paced stream: one connection each."""
+    stream = next(c for c in CASES if c.name == "chat_stream")
+    if "runs" in s.out["cases"].get("chat_stream", {}):
+        url = s.out["cases"]["chat_stream"]["url"]
+        s.out["ttft"] = asyncio.run(ttft_series(url, stream.body, args.ttft_n, s.key))
+    s.out["sse_long"] = sse_long(s, args, run_dir, loadgen_cpus)
+    if "paced" in s.bases:
+        url = f"{s.bases['paced'] if s.direct else s.bases['api']}{PACED.path}"
+        s.out["paced"] = asyncio.run(paced_series(url, PACED.body, args.paced_streams, s.key))
+        lat = sorted(s.out["paced"]["latency_us"])
         p50 = lat[len(lat) // 2] / 1000 if lat else float("nan")
         print(
-            f"  {name:16s} {PACED.name:18s} c=1    {len(lat):>5d} events  "
-            f"latency p50 {p50:.3f} ms  err {out['paced']['errors']}",
+            f"  {s.name:16s} {PACED.name:18s} c=1    {len(lat):>5d} events  "
+            f"latency p50 {p50:.3f} ms  err {s.out['paced']['errors']}",
             flush=True,
         )
-    return out
 
 
-def sse_long(
-    name: str,
-    bases: dict[str, str],
-    args: argparse.Namespace,
-    run_dir: Path,
-    key: str | None,
-    watch_pid: int,
-    loadgen_cpus: str | None,
-) -> dict:
+def sse_long(s: Subject, args: argparse.Namespace, run_dir: Path, loadgen_cpus: str | None) -> dict:
     """The 256-event stream, one connection, for `args.duration`: whole-stream latency and CPU.
 
     The report divides (path - direct) by the event count: the delay a gateway adds per event.
     """
-    direct = name == "direct"
-    base = bases["direct"] if direct else bases["api"]
-    path = SSE_LONG.direct_path if direct else SSE_LONG.path
-    use_key = None if direct else key
+    base, path, use_key = s.target(SSE_LONG)
+    name = s.name
     out: dict = {"events": sse_events(sse_body(SSE_LONG_TOKENS)), "url": f"{base}{path}"}
     out["probe"] = probe(f"{base}{path}", SSE_LONG.body, use_key)
     if not out["probe"]["ok"]:
@@ -273,7 +297,7 @@ def sse_long(
         args.duration,
         key=use_key,
         cpus=loadgen_cpus,
-        watch_pid=watch_pid,
+        watch_pid=s.watch_pid,
     )
     out["run"] = res
     print(
@@ -315,50 +339,63 @@ def pin_self(cpus: str | None) -> None:
             os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 
 
-def run_gateway(svc: Service, args, run_dir, nginx, loadgen_cpus, gw_cpus, paced=None) -> dict:
-    """Start, measure idle RSS, bench every case, measure RSS after, stop."""
-    info: dict = {}
+def run_gateways(
+    svcs: list[Service], args, run_dir, nginx, loadgen_cpus, gw_cpus, paced=None
+) -> dict[str, dict]:
+    """Start each, measure idle RSS, bench them (interleaved), measure RSS after, stop."""
+    infos: dict[str, dict] = {svc.name: {} for svc in svcs}
+    subjects: list[Subject] = []
     try:
-        svc.start()
-    except Exception as exc:
-        info["error"] = f"{svc.name} did not start: {exc}\n{svc.log_tail()}"
-        print(info["error"], file=sys.stderr)
-        svc.stop()
-        return info
-    info["startup_s"] = svc.startup_s
-    time.sleep(1.0)
-    info["rss_idle"] = rss_bytes(svc.pid)
-    ports = svc.ports  # type: ignore[attr-defined]
-    bases = {
-        "api": f"http://127.0.0.1:{ports['api']}",
-        "ollama": f"http://127.0.0.1:{ports['ollama']}",
-        "direct": nginx.base,
-        **({"paced": paced} if paced else {}),
-    }
-    try:
-        info.update(
-            bench_path(
-                svc.name,
-                bases,
-                CASES,
-                args,
-                run_dir,
-                MASTER_KEY,
-                svc.pid,
-                loadgen_cpus,
-                gw_cpus,
-                nginx.accepted,
+        for svc in svcs:
+            info = infos[svc.name]
+            try:
+                svc.start()
+            except Exception as exc:
+                info["error"] = f"{svc.name} did not start: {exc}\n{svc.log_tail()}"
+                print(info["error"], file=sys.stderr)
+                svc.stop()
+                continue
+            info["startup_s"] = svc.startup_s
+            time.sleep(1.0)
+            info["rss_idle"] = rss_bytes(svc.pid)
+            info["cases"] = {}
+            ports = svc.ports  # type: ignore[attr-defined]
+            bases = {
+                "api": f"http://127.0.0.1:{ports['api']}",
+                "ollama": f"http://127.0.0.1:{ports['ollama']}",
+                **({"paced": paced} if paced else {}),
+            }
+            subjects.append(
+                Subject(svc.name, bases, MASTER_KEY, svc.pid, gw_cpus, nginx.accepted, info)
             )
-        )
-        info["rss_after"] = rss_bytes(svc.pid)
+        bench_paths(subjects, CASES, args, run_dir, loadgen_cpus)
+        for s in subjects:
+            s.out["rss_after"] = rss_bytes(s.watch_pid)
     finally:
-        info["exit_code"] = svc.stop()
-        info["log_tail"] = svc.log_tail(30)
-    return info
+        for svc in svcs:
+            if svc.proc is not None:
+                infos[svc.name]["exit_code"] = svc.stop()
+                infos[svc.name]["log_tail"] = svc.log_tail(30)
+    return infos
 
 
-def run_path(
-    name: str,
+def groups(paths: list[str], interleave: bool = True) -> list[list[str]]:
+    """Paths measured together: every Synapse revision in one interleaved group (at the first
+    one's place), direct and LiteLLM alone (LiteLLM's threads would disturb an idle neighbour)."""
+    family = [p for p in paths if p == "synapse" or baseline.rev_of(p)]
+    if not interleave or len(family) < 2:
+        return [[p] for p in paths]
+    out: list[list[str]] = []
+    for p in paths:
+        if p == family[0]:
+            out.append(family)
+        elif p not in family:
+            out.append([p])
+    return out
+
+
+def run_group(
+    names: list[str],
     args: argparse.Namespace,
     run_dir: Path,
     nginx: Nginx,
@@ -366,33 +403,41 @@ def run_path(
     lg_cpus: str | None,
     gw_cpus: str | None,
     paced: str | None = None,
-) -> dict:
-    """One path of the report: nginx alone, a Synapse revision, or LiteLLM."""
-    if name == "direct":
+) -> dict[str, dict]:
+    """Paths of the report measured together: nginx alone, Synapse revisions, or LiteLLM."""
+    if names == ["direct"]:
         bases = {"direct": nginx.base, **({"paced": paced} if paced else {})}
         assert nginx.proc is not None
-        d = bench_path("direct", bases, CASES, args, run_dir, None, nginx.proc.pid, lg_cpus)
-        d["rss_after"] = rss_bytes(nginx.proc.pid)
-        return d
-    if name == "litellm":
+        s = Subject("direct", bases, None, nginx.proc.pid)
+        bench_paths([s], CASES, args, run_dir, lg_cpus)
+        s.out["rss_after"] = rss_bytes(nginx.proc.pid)
+        return {"direct": s.out}
+    if names == ["litellm"]:
         if not (args.litellm_venv / "bin" / "litellm").exists():
-            return {"error": f"no LiteLLM in {args.litellm_venv}"}
+            return {"litellm": {"error": f"no LiteLLM in {args.litellm_venv}"}}
         svc = litellm_service(run_dir, env, gw_cpus, args.litellm_venv)
-        info = run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus, paced)
+        info = run_gateways([svc], args, run_dir, nginx, lg_cpus, gw_cpus, paced)["litellm"]
         log = (run_dir / "litellm.log").read_text(errors="replace")
         info["synapse_settings_mentioned"] = "synapse_settings" in log
         info["started_with_synapse_settings"] = "startup_s" in info
-        return info
-    src = None
-    if rev := baseline.rev_of(name):
-        try:
-            src = baseline.export(ROOT, rev, run_dir / f"baseline-{rev}")
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            print(f"{name}: {exc}", file=sys.stderr)
-            return {"error": str(exc)}
-    svc = synapse_service(run_dir, env, gw_cpus, args.bin, name=name, src=src)
-    info = {"imports": imported_from(args.bin, svc.env)}
-    return info | run_gateway(svc, args, run_dir, nginx, lg_cpus, gw_cpus, paced)
+        return {"litellm": info}
+    out: dict[str, dict] = {}
+    svcs = []
+    for name in names:
+        src = None
+        if rev := baseline.rev_of(name):
+            try:
+                src = baseline.export(ROOT, rev, run_dir / f"baseline-{rev}")
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                out[name] = {"error": str(exc)}
+                continue
+        svc = synapse_service(run_dir, env, gw_cpus, args.bin, name=name, src=src)
+        out[name] = {"imports": imported_from(args.bin, svc.env)}
+        svcs.append(svc)
+    for name, info in run_gateways(svcs, args, run_dir, nginx, lg_cpus, gw_cpus, paced).items():
+        out[name] |= info
+    return out
 
 
 def imported_from(bin_dir: Path, env: dict[str, str] | None) -> str:
@@ -473,6 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         "(default: all four, the baseline from --baseline)",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not taskset the processes")
+    ap.add_argument(
+        "--no-interleave",
+        action="store_true",
+        help="run Synapse revisions one after the other, not taking turns",
+    )
     ap.add_argument("--out", type=Path, default=BENCH / "results")
     ap.add_argument("--date", default=dt.date.today().isoformat())
     ap.add_argument("--litellm-venv", type=Path, default=ROOT / ".venv-litellm")
@@ -521,10 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         paced.start()
         paced_base = f"http://127.0.0.1:{paced.ports['api']}"  # type: ignore[attr-defined]
         env = backend_env(nginx, paced_base)
-        for name in paths:
-            print(f"== {name}", flush=True)
-            results["paths"][name] = run_path(
-                name, args, run_dir, nginx, env, lg_cpus, gw_cpus, paced_base
+        for names in groups(paths, not args.no_interleave):
+            print(f"== {', '.join(names)}", flush=True)
+            results["paths"] |= run_group(
+                names, args, run_dir, nginx, env, lg_cpus, gw_cpus, paced_base
             )
     finally:
         paced.stop()

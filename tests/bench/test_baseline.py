@@ -55,3 +55,14 @@ def test_export_unpacks_the_old_tree_not_todays(tmp_path: Path) -> None:
 def test_bench_args_drop_the_makefiles_bin() -> None:
     argv = ["--bin", "../.venv/bin", "--duration", "3", "--bin=x", "--paths", "direct,synapse"]
     assert run_bench.bench_args(argv) == ["--duration", "3", "--paths", "direct,synapse"]
+
+
+def test_synapse_revisions_take_turns_in_one_group_at_the_first_ones_place() -> None:
+    paths = ["direct", "synapse", "synapse@abc", "litellm"]
+    assert run_bench.groups(paths) == [["direct"], ["synapse", "synapse@abc"], ["litellm"]]
+    assert run_bench.groups(paths, interleave=False) == [[p] for p in paths]
+    assert run_bench.groups(["synapse@abc", "direct", "synapse"]) == [
+        ["synapse@abc", "synapse"],
+        ["direct"],
+    ]
+    assert run_bench.groups(["direct", "synapse"]) == [["direct"], ["synapse"]]
