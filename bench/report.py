@@ -529,7 +529,13 @@ def write_report(results: dict, out_dir: Path) -> Path:
         + ", one thread, Lua POST script.",
         f"- CPU pinning: gateway on cpu {meta['gateway_cpus']}, nginx + wrk on cpu "
         f"{meta['loadgen_cpus']} (None = unpinned). {meta['duration_s']:g} s per wrk run after "
-        "a 1 s warm-up; each path measured alone (the other gateway stopped).",
+        "a 1 s warm-up; "
+        + (
+            "direct and LiteLLM measured alone; the Synapse revisions started together and "
+            "measured in turns at each case x concurrency step (one under load at a time)."
+            if meta.get("interleave", True)
+            else "each path measured alone (the others stopped)."
+        ),
         f"- Load average {meta.get('loadavg_start', 0):.2f} at start, "
         f"{meta.get('loadavg_end', 0):.2f} at end (other people's work shares this machine: "
         "the CPU table's 'other load' column is busy time on the gateway's core not spent by it).",

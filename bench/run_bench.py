@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(args.litellm_venv),
             "cases": {c.name: c.title for c in CASES},
             "paths": paths,
+            "interleave": not args.no_interleave,
             "argv": bench_args(sys.argv[1:] if argv is None else argv),
             "baselines": {
                 p: baseline.describe(ROOT, rev) for p in paths if (rev := baseline.rev_of(p))
