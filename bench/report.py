@@ -188,6 +188,19 @@ def targets(results: dict, soak: dict | None, subject: str = SUBJECT) -> list[Ta
             at_least=True,
         ),
         evaluate(
+            f"(the same from CPU per request at c={RATIO_C}: {base or 'baseline'} ÷ {subject}; "
+            "little moved by other load on the core)",
+            {
+                c: ratio(cpu(results, base, c, RATIO_C), cpu(results, subject, c, RATIO_C))
+                for c in cases
+            }
+            if base
+            else {},
+            BASELINE_X,
+            "x",
+            at_least=True,
+        ),
+        evaluate(
             f"req/s at c={RATIO_C} ≥ {100 * DIRECT_SHARE:g} % of direct (nginx)",
             {
                 c: ratio(rps(results, subject, c, RATIO_C), rps(results, "direct", c, RATIO_C))

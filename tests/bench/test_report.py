@@ -116,6 +116,11 @@ def test_issue17_targets_met_and_not_met() -> None:
     assert (paced.measured, paced.met) == ("0.040 ms", True)
     base = rows["req/s at c=64 ≥ 5x synapse@abc1234"]
     assert base.measured == "6.0x" and base.met is True  # 12000 / 2000
+    by_cpu = rows[
+        "(the same from CPU per request at c=64: synapse@abc1234 ÷ synapse; "
+        "little moved by other load on the core)"
+    ]
+    assert (by_cpu.measured, by_cpu.met) == ("7.0x", True)  # 0.7 / 0.1 ms
     direct = rows["req/s at c=64 ≥ 30 % of direct (nginx)"]
     assert direct.measured == "60.0 %" and direct.met is True
     assert rows["RSS ≤ 80 MB idle after start"].met is True
