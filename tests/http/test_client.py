@@ -286,6 +286,16 @@ async def test_place_of_a_closed_connection_goes_to_the_next_waiter() -> None:
 
 
 @on_uvloop
+async def test_a_response_dropped_unreleased_frees_its_place() -> None:
+    async with RawServer(keep_answering()) as server:
+        pool = new_pool(per_host=1)
+        response = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        del response  # a caller's bug: neither released nor closed
+        assert await get(pool, server.url, Timeout(total=1, connect=1)) == (200, b"ok")
+        await pool.close()
+
+
+@on_uvloop
 async def test_idle_connections_are_reused_last_in_first_out() -> None:
     async with RawServer(keep_answering()) as server:
         pool = new_pool()

@@ -400,8 +400,9 @@ class Response:
         self._conn.close()
 
     def __del__(self) -> None:
-        if not self._released:  # never handed back: do not hold the host's place forever
-            self._conn.close()
+        conn = self._conn
+        if not self._released and not conn.closed and not conn.loop.is_closed():
+            conn.close()  # never handed back: do not hold the host's place forever
 
 
 class _Chunks:
