@@ -330,6 +330,22 @@ async def test_connection_closed_by_peer_while_idle_leaves_the_pool() -> None:
 
 
 @on_uvloop
+async def test_reused_connection_closed_before_reading_the_request_is_retried_fresh() -> None:
+    async def handler(ex: Exchange) -> None:
+        await ex.request()
+        ex.write(answer(b"first"))
+        await ex.request()
+        ex.close()  # closed as the request arrived (a keep-alive timeout race)
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        assert await get(pool, server.url) == (200, b"first")
+        assert await get(pool, server.url) == (200, b"first")  # on a new connection
+        assert server.connections == 2
+        await pool.close()
+
+
+@on_uvloop
 async def test_idle_connections_expire() -> None:
     async with RawServer(keep_answering()) as server:
         pool = new_pool(idle_expiry=0.1)

@@ -107,6 +107,7 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.busy = False  # a request is in flight; bytes at other times are unsolicited
+        self.used = False  # has carried a request before
         self.buffer: collections.deque[bytes] = collections.deque()  # empty between answers
         self.reset(head=False)
 
@@ -456,32 +457,20 @@ class Pool:
         deadline = loop.time() + timeout.total
         target = self._target(url)
         head = _head(method, target, headers, body)
-        conn = await self._acquire(target.key, deadline, timeout.connect)
-        conn.reset(head=method == "HEAD")
-        conn.busy = True
-        try:
-            transport = conn.transport
-            if body is None or isinstance(body, _BYTES):
-                if body and len(body) > SMALL_BODY:
-                    transport.write(head)  # type: ignore[union-attr]
-                    transport.write(body)  # type: ignore[union-attr]
-                else:
-                    transport.write(head + body if body else head)  # type: ignore[union-attr]
-                if conn.write_paused:
-                    await conn.drain(deadline)
-            else:
-                transport.write(head)  # type: ignore[union-attr]
-                await _send_chunked(conn, body, deadline)
-            if conn.head_done and conn.write_paused:
-                conn.clean = False  # answered before our body was sent
-            while not conn.head_done and conn.error is None:
-                await conn.wait(deadline, timeout.idle)
-            if not conn.head_done:
-                raise conn.error  # type: ignore[misc]
-        except BaseException:
-            conn.close()
-            raise
-        return Response(conn, deadline, timeout.idle)
+        while True:
+            conn = await self._acquire(target.key, deadline, timeout.connect)
+            reused, conn.used = conn.used, True
+            try:
+                await _exchange(conn, method, head, body, deadline, timeout.idle)
+            except ServerDisconnected:
+                conn.close()
+                if reused and not conn.data_bytes and not isinstance(body, AsyncIterable):
+                    continue  # closed as it went idle, before reading us: try a fresh one
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return Response(conn, deadline, timeout.idle)
 
     async def close(self) -> None:
         """Close every connection, idle or in use; waiters get a ClientError."""
@@ -609,6 +598,37 @@ class Pool:
                 waiter.set_result(None)  # the place stays counted, now the waiter's
                 return
         host.open -= 1
+
+
+async def _exchange(
+    conn: _Connection,
+    method: str,
+    head: bytes,
+    body: bytes | AsyncIterable[bytes] | None,
+    deadline: float,
+    idle: float | None,
+) -> None:
+    """Send the request on `conn` and wait for the answer's head."""
+    conn.reset(head=method == "HEAD")
+    conn.busy = True
+    transport = conn.transport
+    if body is None or isinstance(body, _BYTES):
+        if body and len(body) > SMALL_BODY:
+            transport.write(head)  # type: ignore[union-attr]
+            transport.write(body)  # type: ignore[union-attr]
+        else:
+            transport.write(head + body if body else head)  # type: ignore[union-attr]
+        if conn.write_paused:
+            await conn.drain(deadline)
+    else:
+        transport.write(head)  # type: ignore[union-attr]
+        await _send_chunked(conn, body, deadline)
+    if conn.head_done and conn.write_paused:
+        conn.clean = False  # answered before our body was sent
+    while not conn.head_done and conn.error is None:
+        await conn.wait(deadline, idle)
+    if not conn.head_done:
+        raise conn.error  # type: ignore[misc]
 
 
 def _head(
