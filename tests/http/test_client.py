@@ -346,6 +346,26 @@ async def test_reused_connection_closed_before_reading_the_request_is_retried_fr
 
 
 @on_uvloop
+async def test_a_released_response_reads_nothing_of_the_next_answer() -> None:
+    async def handler(ex: Exchange) -> None:
+        for body in (b"first", b"second"):
+            await ex.request()
+            ex.write(answer(body))
+        await ex.request()
+
+    async with RawServer(handler) as server:
+        pool = new_pool(per_host=1)
+        first = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        assert await first.read(100) == b"first"
+        first.release()
+        second = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        assert (await first.read(100), first.at_eof(), first.content_length) == (b"", True, 5)
+        assert [c async for c in first.chunks()] == []
+        assert await second.read(100) == b"second"
+        await pool.close()
+
+
+@on_uvloop
 async def test_idle_connections_expire() -> None:
     async with RawServer(keep_answering()) as server:
         pool = new_pool(idle_expiry=0.1)

@@ -317,23 +317,47 @@ class _Connection(asyncio.Protocol):
             await self.wait(deadline, idle)
 
 
+class _Done:
+    """Stands in for a connection gone back to the pool: its answer was read whole, and
+    whatever it carries next belongs to another request."""
+
+    complete = True
+    closed = True
+    buffer = ()
+
+    async def next_chunk(self, deadline: float, idle: float | None) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+_DONE = _Done()
+
+
 class Response:
     """An answer whose body is read on demand; `release` or `close` it when done."""
 
-    __slots__ = ("_conn", "_deadline", "_idle", "_released", "headers", "reason", "status")
+    __slots__ = (
+        "_conn",
+        "_deadline",
+        "_idle",
+        "_released",
+        "content_length",
+        "headers",
+        "reason",
+        "status",
+    )
 
     def __init__(self, conn: _Connection, deadline: float, idle: float | None) -> None:
-        self._conn = conn
+        self._conn: _Connection | _Done = conn
         self._deadline = deadline
         self._idle = idle
         self._released = False
         self.status = conn.status
         self.reason = conn.reason
         self.headers = Headers(conn.fields)
-
-    @property
-    def content_length(self) -> int | None:
-        return self._conn.length
+        self.content_length = conn.length
 
     def at_eof(self) -> bool:
         conn = self._conn
@@ -343,7 +367,8 @@ class Response:
         """The whole body; BodyTooLarge past `limit` bytes (counted as they arrive)."""
         conn = self._conn
         try:
-            if conn.length is not None and conn.length > limit and not conn.complete:
+            length = self.content_length
+            if length is not None and length > limit and not conn.complete:
                 raise BodyTooLarge(limit)
             parts: list[bytes] = []
             size = 0
@@ -366,7 +391,7 @@ class Response:
             self.close()
             raise
         if len(chunk) > n:
-            conn.buffer.appendleft(chunk[n:])
+            conn.buffer.appendleft(chunk[n:])  # type: ignore[union-attr]
             conn.buffered += len(chunk) - n
             chunk = chunk[:n]
         return chunk
@@ -391,6 +416,7 @@ class Response:
             and not conn.closed
         ):
             conn.busy = False
+            self._conn = _DONE
             conn.pool.put(conn)
         else:
             conn.close()
