@@ -175,8 +175,8 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self.complete:
-            self.clean = False  # a second answer to one request
+        if self.complete:  # a second answer to one request: parse none of it
+            raise InvalidResponse("bytes after the answer")
 
     def on_status(self, status: bytes) -> None:
         self.reason += status.decode("latin-1")
