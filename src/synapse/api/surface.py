@@ -183,7 +183,7 @@ def record(
     elapsed: float = 0.0,
     **extra: object,
 ) -> None:
-    """Count a request and write its one log line; also for requests aiohttp could not parse."""
+    """Count a request and write its one log line; also for requests the framing layer refused."""
     group = trace.group or ""
     key = (group, trace.deployment or "", route, status, trace.consumer)
     series = _SERIES.get(key)

@@ -40,7 +40,7 @@ class LiteLLMParams(_LiteLLMSection):
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        """A URL aiohttp would mangle or refuse at request time is refused here, at load."""
+        """A URL the backend client would refuse at request time is refused here, at load."""
         if value is None:
             return value
         if not value.startswith(("http://", "https://")):
