@@ -280,7 +280,7 @@ def test_keepalive_timeout_never_cuts_an_answer_in_progress(
         openai_backend.control(mode="slow", delay=1.0)
         wire.send(chat(uuid.uuid4().hex))
         assert wire.reply().status == 200
-        openai_backend.control(mode="ok", chunk_delay=0.25)
+        openai_backend.control(mode="ok", chunk_delay=0.15)
         wire.send(chat(uuid.uuid4().hex, stream=True))
         stream = wire.reply()
         assert stream.complete and stream.body.endswith(b"data: [DONE]\n\n")
@@ -409,21 +409,32 @@ def test_a_stream_is_chunked_with_its_terminator(gw: Gateway, listener: str) -> 
         assert wire.reply().status == 200
 
 
+@pytest.mark.parametrize("listener", ["openai", "ollama"])
 def test_a_stream_broken_after_its_first_byte_ends_without_the_terminator(
-    make_gateway, openai_backend: Backend
+    make_gateway, openai_backend: Backend, ollama_backend: Backend, listener: str
 ) -> None:
-    """The backend dies mid-stream: an error event in SSE, then the connection closes with
-    no `0\\r\\n\\r\\n`, so the client sees the answer incomplete (not a clean end)."""
-    gateway = make_gateway(routing_config(openai_backend, None))
-    openai_backend.control(mode="cut_stream")
-    with Wire(gateway.port) as wire:
-        wire.send(chat(uuid.uuid4().hex, stream=True))
+    """The backend dies mid-stream: an error in the stream's own framing (SSE event, NDJSON
+    line), then the connection closes with no `0\\r\\n\\r\\n`: the client sees the answer
+    incomplete, never a clean end."""
+    if listener == "openai":
+        gateway = make_gateway(routing_config(openai_backend, None))
+        openai_backend.control(mode="cut_stream")
+        port, request, separator = gateway.port, chat(uuid.uuid4().hex, stream=True), b"\n\n"
+    else:
+        gateway = make_gateway(routing_config(None, ollama_backend))
+        ollama_backend.control(mode="cut_stream")
+        body = orjson.dumps({"model": "llama-cpu", "messages": [{"role": "user", "content": "x"}]})
+        request = head(b"POST /api/chat HTTP/1.1", f"Content-Length: {len(body)}".encode()) + body
+        port, separator = gateway.ollama_port, b"\n"
+    with Wire(port) as wire:
+        wire.send(request)
         stream = wire.reply()
         assert stream.status == 200 and stream.header("transfer-encoding") == "chunked"
-        assert not stream.complete and wire.eof
-    events = [e for e in stream.body.split(b"\n\n") if e]
+        assert not stream.complete and wire.eof, stream.body[-300:]
+    events = [e.removeprefix(b"data: ") for e in stream.body.split(separator) if e]
     assert b'"Hello"' in stream.body and b"[DONE]" not in stream.body
-    assert "error" in orjson.loads(events[-1].removeprefix(b"data: "))
+    assert b'"done":true' not in stream.body
+    assert "error" in orjson.loads(events[-1])
 
 
 # -- half-closed sockets and peers that stop mid-message ----------------------------------
