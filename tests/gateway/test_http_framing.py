@@ -361,6 +361,15 @@ def test_head_answers_like_get_without_a_body(gw: Gateway, path: bytes) -> None:
     assert after.status == 200 and after.json()["object"] == "list"
 
 
+@pytest.mark.parametrize("path", [b"/health/liveliness", b"/health/readiness", b"/v1/models"])
+def test_a_wrong_method_is_a_json_405(gw: Gateway, path: bytes) -> None:
+    """Found by the fuzz test: the probes' paths skip the middleware that shapes errors."""
+    with Wire(gw.port) as wire:
+        wire.send(head(b"POST " + path + b" HTTP/1.1", b"Content-Length: 0"))
+        reply = wire.reply()
+    assert reply.status == 405 and isinstance(reply.json()["error"]["message"], str), reply
+
+
 # -- chunked in both directions -----------------------------------------------------------
 
 
