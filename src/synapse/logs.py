@@ -62,7 +62,6 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").disabled = True  # our own line replaces it
     REQUESTS.enabled = logging.getLogger("synapse.request").isEnabledFor(logging.INFO)
 
 

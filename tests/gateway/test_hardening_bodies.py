@@ -129,7 +129,9 @@ def test_a_trickled_request_head_is_cut(gw: Gateway) -> None:
     lines = len(raw.request_lines(gw.log))
     with socket.create_connection(("127.0.0.1", gw.ollama_port), timeout=15) as sock:
         sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\n")
-        assert sock.recv(1024) == b""  # header_read_timeout is 1 s here; the socket waits 15
+        answer = raw.read_answer(sock)  # header_read_timeout is 1 s here; the socket waits 15
+        assert answer.status == 408 and answer.headers["Connection"] == "close"
+        assert sock.recv(1024) == b""  # closed after the answer
     cut = raw.wait_for_lines(gw, lines + 1)[-1]
     assert cut["status"] == 408 and "request head" in cut["error"]
 

@@ -10,9 +10,9 @@ import openai
 import pytest
 
 from synapse.config import load_config
+from synapse.gateway import Gateway as GatewayState
 from synapse.routing import Router, Trace
 from synapse.routing.breaker import Breaker, State
-from synapse.server.gateway import Gateway as GatewayState
 from tests.conftest import MASTER_KEY, Backend, routing_config
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}

@@ -8,14 +8,14 @@ are read, the number of parts is capped, and encoded parts are refused (nothing 
 
 from __future__ import annotations
 
-import io
 import tempfile
+import uuid
+from collections.abc import AsyncIterator
 from typing import IO
 
-import aiohttp
 import orjson
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from synapse import metrics
 from synapse.api import relay
@@ -23,6 +23,8 @@ from synapse.api.context import Context
 from synapse.api.protocol import reading_body
 from synapse.backends import upstream
 from synapse.errors import BadRequest, PayloadTooLarge
+from synapse.http.client import SizedBody
+from synapse.http.message import Request, StreamResponse
 from synapse.routing.deployment import DeploymentState
 
 SPOOL_IN_MEMORY = 1 << 20
@@ -31,22 +33,6 @@ CHUNK = 64 * 1024
 # OpenAI's transcription form has about a dozen fields (some repeated, like include[]).
 MAX_PARTS = 64
 _PLAIN_TRANSFER = frozenset({"", "binary", "8bit", "7bit"})
-
-
-class _Borrowed(io.RawIOBase):
-    """The spool lent to one attempt: aiohttp closes what it sends, the spool must survive."""
-
-    def __init__(self, file: IO[bytes]) -> None:
-        super().__init__()
-        self._file = file
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class Upload:
@@ -63,34 +49,143 @@ class Upload:
     def field(self, name: str) -> str | None:
         return next((v for k, v in self.fields if k == name), None)
 
-    def form(self, backend_model: str) -> aiohttp.FormData:
-        """A fresh multipart body for one attempt; the file is streamed from the spool."""
-        self.file.seek(0)
-        form = aiohttp.FormData()
+    def form(self, backend_model: str) -> tuple[dict[str, str], SizedBody]:
+        """Headers and a fresh multipart body for one attempt; the file streams from the spool."""
+        boundary = uuid.uuid4().hex
+        head = bytearray()
         for name, value in self.fields:
-            form.add_field(name, backend_model if name == "model" else value)
-        form.add_field(
-            "file", _Borrowed(self.file), filename=self.filename, content_type=self.content_type
-        )
-        return form
+            head += _part_head(boundary, name) + b"\r\n"
+            head += (backend_model if name == "model" else value).encode() + b"\r\n"
+        head += _part_head(boundary, "file", self.filename, self.content_type) + b"\r\n"
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        length = len(head) + self.size + len(tail)
+        return headers, SizedBody(length, self._body(bytes(head), tail))
+
+    async def _body(self, head: bytes, tail: bytes) -> AsyncIterator[bytes]:
+        yield head
+        self.file.seek(0)
+        while chunk := self.file.read(CHUNK):
+            yield chunk
+        yield tail
 
     def close(self) -> None:
         self.file.close()
 
 
-async def read_upload(request: web.Request, limit: int, timeout: float) -> Upload:
-    if request.content_type != "multipart/form-data":
+def _quote(value: str) -> str:
+    """As browsers encode names in multipart/form-data (HTML's rule)."""
+    return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _part_head(boundary: str, name: str, filename: str | None = None, ctype: str = "") -> bytes:
+    disposition = f'form-data; name="{_quote(name)}"'
+    if filename is not None:
+        disposition += f'; filename="{_quote(filename)}"'
+    lines = [f"--{boundary}", f"Content-Disposition: {disposition}"]
+    if ctype:
+        lines.append(f"Content-Type: {ctype}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+class _FormReader:
+    """python-multipart's callbacks: each part checked, counted and stored as it arrives."""
+
+    def __init__(self, upload: Upload, limit: int) -> None:
+        self.upload = upload
+        self.limit = limit
+        self.parts = 0
+        self.ended = False
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._name = ""
+        self._kind: str | None = None  # "file", "field" or None (a part without a name)
+        self._text = bytearray()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _begin(self) -> None:
+        self._headers = {}
+        self._kind = None
+
+    def _header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadRequest(f"multipart body has more than {MAX_PARTS} parts")
+        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if not name:
+            return
+        _refuse_encoded(name, self._headers)
+        self._name = name
+        upload = self.upload
+        if name == "file":
+            self._kind = "file"
+            upload.has_file = True
+            filename = params.get(b"filename")
+            if filename:
+                upload.filename = filename.decode("utf-8", "replace")
+            upload.content_type = self._headers.get("content-type", upload.content_type)
+        else:
+            self._kind = "field"
+            self._text.clear()
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._kind == "file":
+            self.upload.size += end - start
+            if self.upload.size > self.limit:
+                raise PayloadTooLarge(
+                    f"audio file exceeds the limit of {self.limit} bytes", param="file"
+                )
+            self.upload.file.write(data[start:end])
+        elif self._kind == "field":
+            self._text += data[start:end]
+            if len(self._text) > FIELD_LIMIT:
+                raise BadRequest(f"form field {self._name!r} is too long", param=self._name)
+
+    def _part_end(self) -> None:
+        if self._kind == "field":
+            self.upload.fields.append((self._name, self._text.decode("utf-8", "replace")))
+        self._kind = None
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def read_upload(request: Request, limit: int, timeout: float) -> Upload:
+    ctype, params = parse_options_header(request.headers.get("Content-Type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
         raise BadRequest("expected a multipart/form-data body with 'file' and 'model'")
     if request.content_length is not None and request.content_length > limit + FIELD_LIMIT:
         raise PayloadTooLarge(f"upload of {request.content_length} bytes exceeds {limit}")
     upload = Upload()
+    reader = _FormReader(upload, limit)
     try:
+        parser = MultipartParser(boundary, reader.callbacks())
         async with reading_body(timeout):
-            await _read_parts(await request.multipart(), upload, limit)
-    except (ValueError, AssertionError) as exc:  # aiohttp's multipart parser on bad framing
-        upload.close()
-        raise BadRequest(f"malformed multipart body: {exc}") from None
-    except HttpProcessingError as exc:  # a part's headers; its message quotes the raw bytes
+            while chunk := await request.body.chunk():
+                parser.write(chunk)
+        parser.finalize()
+        if not reader.ended:
+            raise BadRequest("malformed multipart body: it ends before its closing boundary")
+    except FormParserError as exc:  # names the rule broken, quotes no bytes
         upload.close()
         raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
     except BaseException:
@@ -105,57 +200,28 @@ async def read_upload(request: web.Request, limit: int, timeout: float) -> Uploa
     return upload
 
 
-async def _read_parts(reader: aiohttp.MultipartReader, upload: Upload, limit: int) -> None:
-    parts = 0
-    async for part in reader:
-        parts += 1
-        if parts > MAX_PARTS:
-            raise BadRequest(f"multipart body has more than {MAX_PARTS} parts")
-        if not isinstance(part, aiohttp.BodyPartReader) or not part.name:
-            continue
-        _refuse_encoded(part)
-        if part.name == "file":
-            upload.has_file = True
-            upload.filename = part.filename or upload.filename
-            upload.content_type = part.headers.get("Content-Type", upload.content_type)
-            while chunk := await part.read_chunk(CHUNK):
-                upload.size += len(chunk)
-                if upload.size > limit:
-                    raise PayloadTooLarge(
-                        f"audio file exceeds the limit of {limit} bytes", param="file"
-                    )
-                upload.file.write(chunk)
-        else:
-            value = bytearray()
-            while chunk := await part.read_chunk(CHUNK):
-                value += chunk
-                if len(value) > FIELD_LIMIT:
-                    raise BadRequest(f"form field {part.name!r} is too long", param=part.name)
-            upload.fields.append((part.name, value.decode("utf-8", "replace")))
-
-
-def _refuse_encoded(part: aiohttp.BodyPartReader) -> None:
+def _refuse_encoded(name: str, headers: dict[str, str]) -> None:
     """As for whole bodies: a compressed or base64 part is refused, never unpacked."""
-    encoding = part.headers.get("Content-Encoding", "").strip().lower()
-    transfer = part.headers.get("Content-Transfer-Encoding", "").strip().lower()
+    encoding = headers.get("content-encoding", "").strip().lower()
+    transfer = headers.get("content-transfer-encoding", "").strip().lower()
     if encoding not in ("", "identity") or transfer not in _PLAIN_TRANSFER:
         raise BadRequest(
-            f"form part {part.name!r}: encoded parts are not supported; send them as is",
+            f"form part {name!r}: encoded parts are not supported; send them as is",
             status=415,
             code="unsupported_content_encoding",
-            param=part.name,
+            param=name,
         )
 
 
-async def transcriptions(request: web.Request) -> web.StreamResponse:
+async def transcriptions(request: Request) -> StreamResponse:
     return await _speech_to_text(request, "/audio/transcriptions")
 
 
-async def translations(request: web.Request) -> web.StreamResponse:
+async def translations(request: Request) -> StreamResponse:
     return await _speech_to_text(request, "/audio/translations")
 
 
-async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse:
+async def _speech_to_text(request: Request, path: str) -> StreamResponse:
     ctx = Context.of(request)
     settings = ctx.settings
     upload = await read_upload(request, settings.max_audio_bytes, settings.body_read_timeout)
@@ -166,12 +232,13 @@ async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse
         async def attempt(state: DeploymentState) -> upstream.Upstream:
             dep = state.deployment
             headers = upstream.backend_headers(state, ctx.trace.upstream_id())
-            del headers["Content-Type"]  # FormData sets the multipart boundary
+            form_headers, body = upload.form(dep.backend_model)
+            headers.update(form_headers)
             return await upstream.send(
                 ctx.gateway.http,
                 state,
                 dep.openai_base + path,
-                data=upload.form(dep.backend_model),
+                data=body,
                 headers=headers,
                 timeout=ctx.timeout(state, total=max(dep.timeout, settings.audio_timeout)),
                 limit=settings.max_response_bytes,
@@ -183,7 +250,7 @@ async def _speech_to_text(request: web.Request, path: str) -> web.StreamResponse
         upload.close()
 
 
-async def speech(request: web.Request) -> web.StreamResponse:
+async def speech(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     if not isinstance(body.get("input"), str) or not body["input"]:

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
-
 from synapse.api.protocol import read_json
 from synapse.backends import upstream
 from synapse.config.schema import SynapseSettings
+from synapse.gateway import Gateway
+from synapse.http.client import Timeout
+from synapse.http.message import Request
 from synapse.routing import Router, Trace
 from synapse.routing.deployment import DeploymentState
-from synapse.server.gateway import Gateway
-
-GATEWAY = web.AppKey("gateway", Gateway)
 
 
 @dataclass(slots=True)
 class Context:
-    request: web.Request
+    request: Request
     gateway: Gateway
     router: Router
     trace: Trace
 
     @classmethod
-    def of(cls, request: web.Request) -> Context:
-        gateway = request.app[GATEWAY]
+    def of(cls, request: Request) -> Context:
+        gateway: Gateway = request.app.gateway
         return cls(request, gateway, gateway.router, request["trace"])
 
     @property
@@ -47,18 +44,16 @@ class Context:
 
     def timeout(
         self, state: DeploymentState, *, streaming: bool = False, total: float | None = None
-    ) -> aiohttp.ClientTimeout:
+    ) -> Timeout:
         dep = state.deployment
         settings = self.settings
         if streaming:
-            return aiohttp.ClientTimeout(
-                total=total or dep.stream_timeout,
-                sock_connect=settings.connect_timeout,
-                sock_read=settings.stream_idle_timeout,
+            return Timeout(
+                total or dep.stream_timeout,
+                settings.connect_timeout,
+                settings.stream_idle_timeout,
             )
-        return aiohttp.ClientTimeout(
-            total=total or dep.timeout, sock_connect=settings.connect_timeout
-        )
+        return Timeout(total or dep.timeout, settings.connect_timeout)
 
     async def send(
         self,

@@ -9,11 +9,13 @@ An origin outside the list gets 403, as from Ollama.
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import TYPE_CHECKING
 
-from synapse.api.context import GATEWAY
-from synapse.api.middleware import Handler
 from synapse.api.protocol import json_response
+from synapse.http.message import Request, Response
+
+if TYPE_CHECKING:
+    from synapse.gateway import Gateway
 
 LOOPBACK_ORIGINS = tuple(
     f"{scheme}://{host}{port}"
@@ -74,20 +76,19 @@ def matches(pattern: str, origin: str) -> bool:
     )
 
 
-def allowed(request: web.Request, origin: str) -> bool:
+def allowed(request: Request, origin: str, extra: list[str]) -> bool:
     if origin in (f"http://{request.host}", f"https://{request.host}"):
         return True  # same origin: not a cross-origin request at all
-    extra = request.app[GATEWAY].router.config.settings.ollama_origins
     return any(matches(p, origin) for p in (*DEFAULT_ORIGINS, *extra))
 
 
-@web.middleware
-async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuses foreign origins and answers preflights, before the key is asked for."""
+def screen(request: Request, gateway: Gateway) -> Response | None:
+    """Refuses foreign origins and answers preflights, before the key is asked for; every
+    answer to an allowed origin (streams and errors included) says so."""
     origin = request.headers.get("Origin")
     if not origin:
-        return await handler(request)
-    if not allowed(request, origin):
+        return None
+    if not allowed(request, origin, gateway.router.config.settings.ollama_origins):
         return json_response(
             {
                 "error": f"origin {origin} is not allowed: add it to "
@@ -95,8 +96,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             },
             status=403,
         )
+    request.reply_headers["Access-Control-Allow-Origin"] = origin
+    request.reply_headers["Vary"] = "Origin"
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return web.Response(
+        return Response(
             status=204,
             headers={
                 "Access-Control-Allow-Methods": ALLOW_METHODS,
@@ -104,12 +107,4 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
                 "Access-Control-Max-Age": "43200",
             },
         )
-    return await handler(request)
-
-
-async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer to an allowed origin says so, streams and errors included."""
-    origin = request.headers.get("Origin")
-    if origin and allowed(request, origin):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+    return None

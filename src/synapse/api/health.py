@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
-
 from synapse import metrics
-from synapse.api.context import GATEWAY
 from synapse.api.protocol import json_response
+from synapse.http.message import Request, Response
 
 
-async def liveliness(request: web.Request) -> web.Response:
+async def liveliness(request: Request) -> Response:
     return json_response({"status": "alive"})
 
 
-async def readiness(request: web.Request) -> web.Response:
+async def readiness(request: Request) -> Response:
     """Ready while the gateway itself can serve: not draining. A dead backend is not our fault."""
-    gateway = request.app[GATEWAY]
+    gateway = request.app.gateway
     if gateway.ready and not gateway.draining:
         return json_response({"status": "ready"})
     return json_response({"status": "draining" if gateway.draining else "starting"}, status=503)
 
 
-async def health(request: web.Request) -> web.Response:
-    router = request.app[GATEWAY].router
+async def health(request: Request) -> Response:
+    router = request.app.gateway.router
     deployments = [state.snapshot() for state in router.states.values()]
     for item in deployments:
         item["since"] = _iso(item["since"])  # type: ignore[arg-type]
@@ -46,8 +44,8 @@ def _iso(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
-async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(
+async def prometheus(request: Request) -> Response:
+    return Response(
         body=metrics.exposition(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )

@@ -10,20 +10,17 @@ import asyncio
 import hashlib
 import re
 
-import aiohttp
 import orjson
-from aiohttp import web
 
 from synapse import __version__
-from synapse.api import relay
+from synapse.api import relay, vectors
 from synapse.api.context import Context
-from synapse.api.middleware import has_master_key
 from synapse.api.protocol import json_response
+from synapse.api.surface import has_master_key
+from synapse.api.vectors import Params
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
 from synapse.config.model import Deployment
-from synapse.embeddings import service
-from synapse.embeddings.call import Params
 from synapse.errors import (
     BadGateway,
     BadRequest,
@@ -32,6 +29,9 @@ from synapse.errors import (
     ModelNotFound,
     Unavailable,
 )
+from synapse.http.client import ClientError
+from synapse.http.message import Request, Response, StreamResponse
+from synapse.http.routes import Routes
 from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import chat as chat_tr
@@ -43,26 +43,26 @@ OLLAMA_API_VERSION = "0.12.0"
 TAGS_LIMIT = 1 << 20
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/", root)  # also answers HEAD
-    router.add_get("/api/version", version)
-    router.add_get("/api/tags", tags)
-    router.add_get("/api/ps", running)
-    router.add_post("/api/show", show)
-    router.add_post("/api/embed", embed)
-    router.add_post("/api/embeddings", embeddings_legacy)
-    router.add_post("/api/chat", chat)
-    router.add_post("/api/generate", generate)
+def add_routes(routes: Routes) -> None:
+    routes.add("GET", "/", root)  # GET routes also answer HEAD
+    routes.add("GET", "/api/version", version)
+    routes.add("GET", "/api/tags", tags)
+    routes.add("GET", "/api/ps", running)
+    routes.add("POST", "/api/show", show)
+    routes.add("POST", "/api/embed", embed)
+    routes.add("POST", "/api/embeddings", embeddings_legacy)
+    routes.add("POST", "/api/chat", chat)
+    routes.add("POST", "/api/generate", generate)
     for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
-        router.add_post(path, manage)
-    router.add_delete("/api/delete", manage)
+        routes.add("POST", path, manage)
+    routes.add("DELETE", "/api/delete", manage)
 
 
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="Ollama is running")
+async def root(request: Request) -> Response:
+    return Response(b"Ollama is running", content_type="text/plain; charset=utf-8")
 
 
-async def version(request: web.Request) -> web.Response:
+async def version(request: Request) -> Response:
     return json_response({"version": OLLAMA_API_VERSION, "synapse": __version__})
 
 
@@ -101,12 +101,11 @@ async def _backend_tags(ctx: Context, path: str = "/api/tags") -> dict[tuple[str
 
     async def fetch(base: str) -> list[tuple[tuple[str, str], dict]]:
         try:
-            async with ctx.gateway.http.get(
-                base + path, timeout=aiohttp.ClientTimeout(total=2)
-            ) as response:
-                raw = await upstream.read_bounded(response, TAGS_LIMIT)
-                models = orjson.loads(raw).get("models") or []
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
+            status, raw = await upstream.fetch(
+                ctx.gateway.http, base + path, timeout=2, limit=TAGS_LIMIT
+            )
+            models = orjson.loads(raw).get("models") or [] if status == 200 else []
+        except (ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
             return []
         return [((base, tag_name(m.get("name", ""))), m) for m in models if isinstance(m, dict)]
 
@@ -137,7 +136,7 @@ def _listing(ctx: Context, known: dict[tuple[str, str], dict]) -> list[dict[str,
     return models
 
 
-async def tags(request: web.Request) -> web.Response:
+async def tags(request: Request) -> Response:
     ctx = Context.of(request)
     return json_response({"models": _listing(ctx, await _backend_tags(ctx))})
 
@@ -148,7 +147,7 @@ _RESIDENT = {"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0}
 _PS_FIELDS = ("size", "digest", "details", "expires_at", "size_vram", "context_length")
 
 
-async def running(request: web.Request) -> web.Response:
+async def running(request: Request) -> Response:
     """Models loaded now: what each Ollama backend's own /api/ps says, under Synapse's names."""
     ctx = Context.of(request)
     loaded = await _backend_tags(ctx, "/api/ps")
@@ -193,7 +192,7 @@ def _resolve(ctx: Context, body: dict) -> str:
     return group
 
 
-async def show(request: web.Request) -> web.StreamResponse:
+async def show(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     group = _resolve(ctx, body)
@@ -231,11 +230,15 @@ async def _context_length(ctx: Context, dep: Deployment) -> int | None:
     """The backend's `max_model_len` for the model (vLLM's /v1/models), if it answers quickly."""
     headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else None
     try:
-        async with ctx.gateway.http.get(
-            dep.openai_base + "/models", headers=headers, timeout=aiohttp.ClientTimeout(total=2)
-        ) as response:
-            listing = (await response.json()).get("data") or []
-    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        status, raw = await upstream.fetch(
+            ctx.gateway.http,
+            dep.openai_base + "/models",
+            headers=headers,
+            timeout=2,
+            limit=TAGS_LIMIT,
+        )
+        listing = orjson.loads(raw).get("data") or [] if status == 200 else []
+    except (ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
         return None
     for model in listing:
         if isinstance(model, dict) and model.get("id") == dep.backend_model:
@@ -284,7 +287,7 @@ def _unloads(keep_alive: object) -> bool:
     return isinstance(keep_alive, str) and _ZERO_DURATION.fullmatch(keep_alive.strip()) is not None
 
 
-async def _load(ctx: Context, body: dict, native_path: str, empty: dict) -> web.Response:
+async def _load(ctx: Context, body: dict, native_path: str, empty: dict) -> Response:
     """Ollama's load/unload conventions (a request with nothing to generate or embed).
 
     Forwarded to every Ollama deployment of the group, which loads or unloads the model;
@@ -300,19 +303,19 @@ async def _load(ctx: Context, body: dict, native_path: str, empty: dict) -> web.
             answer.update(done=True, done_reason=reason)
         return json_response(answer)
 
-    async def forward(state: DeploymentState) -> web.Response:
+    async def forward(state: DeploymentState) -> Response:
         dep = state.deployment
         payload = orjson.dumps({**body, "model": dep.backend_model})
         up = await ctx.send(state, dep.ollama_base + native_path, payload)
         raw = await relay.read_all(up, 1 << 20)
         if up.status >= 400:
             raise embed_tr.backend_error(dep.id, up.status, raw)
-        return web.Response(body=raw, status=up.status, content_type="application/json")
+        return Response(raw, up.status, content_type="application/json")
 
     ctx.trace.deployment = states[0].id
     results = await asyncio.gather(*(forward(s) for s in states), return_exceptions=True)
     for result in results:
-        if isinstance(result, web.Response):
+        if isinstance(result, Response):
             return result
     error = results[0]
     if isinstance(error, upstream.Retryable):
@@ -325,15 +328,15 @@ async def _error_from(up: upstream.Upstream, ctx: Context) -> GatewayError:
     return embed_tr.backend_error(up.state.id, up.status, raw)
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
+async def chat(request: Request) -> StreamResponse:
     return await _chat_like(request, generate=False)
 
 
-async def generate(request: web.Request) -> web.StreamResponse:
+async def generate(request: Request) -> StreamResponse:
     return await _chat_like(request, generate=True)
 
 
-async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamResponse:
+async def _chat_like(request: Request, *, generate: bool) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     streaming = body.get("stream", True) is not False
@@ -375,7 +378,7 @@ async def _chat_like(request: web.Request, *, generate: bool) -> web.StreamRespo
     return json_response(answer)
 
 
-async def embed(request: web.Request) -> web.StreamResponse:
+async def embed(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     texts = body.get("input")
@@ -388,7 +391,7 @@ async def embed(request: web.Request) -> web.StreamResponse:
     return await _embed(request, ctx, body, texts, legacy=False)
 
 
-async def embeddings_legacy(request: web.Request) -> web.StreamResponse:
+async def embeddings_legacy(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     prompt = body.get("prompt")
@@ -398,11 +401,11 @@ async def embeddings_legacy(request: web.Request) -> web.StreamResponse:
 
 
 async def _embed(
-    request: web.Request, ctx: Context, body: dict, texts: list[str], *, legacy: bool
-) -> web.StreamResponse:
+    request: Request, ctx: Context, body: dict, texts: list[str], *, legacy: bool
+) -> StreamResponse:
     timing = chat_tr.Timing()
     group = _resolve(ctx, body)
-    result = await service.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
+    result = await vectors.vectors(ctx, group, texts, Params.from_ollama(body, legacy))
     if legacy:
         return json_response({"embedding": result.vectors[0]})
     return json_response(
@@ -419,7 +422,7 @@ async def _embed(
 # -- model management (operators only) --------------------------------------------------------
 
 
-async def manage(request: web.Request) -> web.StreamResponse:
+async def manage(request: Request) -> StreamResponse:
     """pull/push/create/copy/delete: master key only, forwarded to an Ollama deployment."""
     ctx = Context.of(request)
     if not has_master_key(request, ctx.router.config.master_key):

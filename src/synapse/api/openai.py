@@ -8,20 +8,19 @@ come back byte for byte. Embeddings of text go through the embedding cache and b
 from __future__ import annotations
 
 import orjson
-from aiohttp import web
 
-from synapse.api import relay
+from synapse.api import relay, vectors
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
+from synapse.api.vectors import Params
 from synapse.backends import upstream
-from synapse.embeddings import service
-from synapse.embeddings.call import Params
 from synapse.errors import BadRequest, ModelNotFound
+from synapse.http.message import Request, Response, StreamResponse
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: Request) -> Response:
     ctx = Context.of(request)
     created = int(ctx.gateway.started_at)
     caller = request["caller"]  # a consumer sees only the models it may use
@@ -37,7 +36,7 @@ async def list_models(request: web.Request) -> web.Response:
     )
 
 
-async def retrieve_model(request: web.Request) -> web.Response:
+async def retrieve_model(request: Request) -> Response:
     """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): groups and aliases alike."""
     ctx = Context.of(request)
     name = request.match_info["model"]
@@ -53,7 +52,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
     )
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def chat_completions(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     messages = body.get("messages")
@@ -62,7 +61,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _forward_openai(request, ctx, body, "/chat/completions")
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
+async def completions(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     if "prompt" not in body:
@@ -70,9 +69,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _forward_openai(request, ctx, body, "/completions")
 
 
-async def _forward_openai(
-    request: web.Request, ctx: Context, body: dict, path: str
-) -> web.StreamResponse:
+async def _forward_openai(request: Request, ctx: Context, body: dict, path: str) -> StreamResponse:
     group = ctx.resolve(body.get("model"))
     streaming = body.get("stream") is True
 
@@ -87,7 +84,7 @@ async def _forward_openai(
     return await relay.passthrough(up, ctx.trace)
 
 
-async def embeddings(request: web.Request) -> web.StreamResponse:
+async def embeddings(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     texts = embed_tr.openai_input(body.get("input"))
@@ -97,14 +94,12 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     group = ctx.resolve(body.get("model"))
     if texts is None:
         return await _embed_tokens(request, ctx, body, group)
-    result = await service.vectors(ctx, group, texts, Params.from_openai(body))
+    result = await vectors.vectors(ctx, group, texts, Params.from_openai(body))
     answer = {"embeddings": result.vectors, "prompt_eval_count": sum(result.tokens)}
     return json_response(embed_tr.ollama_to_openai(answer, body.get("model"), encoding))
 
 
-async def _embed_tokens(
-    request: web.Request, ctx: Context, body: dict, group: str
-) -> web.StreamResponse:
+async def _embed_tokens(request: Request, ctx: Context, body: dict, group: str) -> StreamResponse:
     """Token-id input: only an OpenAI-compatible backend can read it; sent as it came."""
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from aiohttp import web
 
 from synapse.errors import BadRequest, GatewayError, PayloadTooLarge
+from synapse.http.message import BodyError, Request, Response
 
 JSON = "application/json"
 # orjson parses up to 1024 levels but serialises only 254: anything deeper than this is refused
@@ -34,14 +34,12 @@ def openai_error_body(error: GatewayError) -> bytes:
     )
 
 
-def error_response(error: GatewayError, path: str) -> web.Response:
+def error_response(error: GatewayError, path: str) -> Response:
     if is_ollama_path(path):
         body = orjson.dumps({"error": error.message})
     else:
         body = openai_error_body(error)
-    return web.Response(
-        body=body, status=error.status, content_type=JSON, headers=error.headers or None
-    )
+    return Response(body, error.status, {"Content-Type": JSON, **error.headers})
 
 
 @asynccontextmanager
@@ -54,28 +52,28 @@ async def reading_body(timeout: float) -> AsyncIterator[None]:
         raise BadRequest(
             f"request body not received within {timeout:g} s", status=408, code="request_timeout"
         ) from None
-    except web.RequestPayloadError as exc:  # bad chunked framing, body shorter than announced
-        raise BadRequest(f"malformed request body: {type(exc.__cause__ or exc).__name__}") from None
+    except BodyError as exc:  # bad chunked framing, client gone mid-body
+        raise BadRequest(f"malformed request body: {exc}") from None
 
 
-async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The raw body, refusing more than `limit` bytes before or while reading it."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+    body = request.body
     async with reading_body(timeout):
-        if length is not None:
-            return await request.read()
-        chunks, size = [], 0
-        async for chunk in request.content.iter_any():
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await body.chunk():
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_json(request: web.Request, limit: int, timeout: float) -> dict:
+async def read_json(request: Request, limit: int, timeout: float) -> dict:
     raw = await read_body(request, limit, timeout)
     try:
         body = orjson.loads(raw)
@@ -100,5 +98,5 @@ def too_deep(value: object, limit: int) -> bool:
     return False
 
 
-def json_response(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type=JSON)
+def json_response(data: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, {"Content-Type": JSON})

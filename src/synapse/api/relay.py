@@ -12,14 +12,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import orjson
-from aiohttp import web
 
 from synapse import metrics
-from synapse.api.context import GATEWAY
 from synapse.backends.upstream import ResponseTooLarge, Upstream, reason
 from synapse.errors import BadGateway, GatewayTimeout
+from synapse.http.client import ClientError
+from synapse.http.message import Request, Response, StreamResponse
 from synapse.routing import Trace
 from synapse.translate.embeddings import backend_error
 
@@ -64,25 +63,23 @@ async def read_all(up: Upstream, limit: int | None = None) -> bytes:
         raise GatewayTimeout(f"{up.state.id} timed out while sending its answer") from None
     except ResponseTooLarge as exc:
         raise BadGateway(f"{up.state.id}: {exc}") from None
-    except aiohttp.ClientError as exc:
+    except ClientError as exc:
         raise BadGateway(f"{up.state.id} sent an incomplete answer: {reason(exc)}") from None
     finally:
         up.release()
 
 
-async def passthrough(up: Upstream, trace: Trace, limit: int | None = None) -> web.Response:
+async def passthrough(up: Upstream, trace: Trace, limit: int | None = None) -> Response:
     """A non-streamed answer from a backend speaking the caller's protocol, bytes untouched."""
     body = await read_all(up, limit)
     if up.status >= 400 and not body.lstrip().startswith(b"{"):
         raise backend_error(up.state.id, up.status, body)  # give it the caller's error shape
     if up.status < 300 and trace.group:
         record_usage(trace.group, body)
-    return web.Response(body=body, status=up.status, headers={"Content-Type": up.content_type})
+    return Response(body, up.status, {"Content-Type": up.content_type})
 
 
-async def _send(
-    response: web.StreamResponse, data: bytes, timeout: float, eof: bool = False
-) -> None:
+async def _send(response: StreamResponse, data: bytes, timeout: float, eof: bool = False) -> None:
     """One write to the client, waiting at most `timeout` for it to read."""
     try:
         async with asyncio.timeout(timeout):
@@ -94,7 +91,7 @@ async def _send(
 
 
 async def stream(
-    request: web.Request,
+    request: Request,
     up: Upstream,
     trace: Trace,
     *,
@@ -103,7 +100,7 @@ async def stream(
     done_marker: re.Pattern[bytes] | None,
     error_frame: Callable[[str], bytes] | None,
     on_chunk: Callable[[bytes], None] | None = None,
-) -> web.StreamResponse:
+) -> StreamResponse:
     """Relay `source` to the client as it arrives; end with `error_frame` if it breaks.
 
     Once `done_marker` has been written the stream is complete: the handler finishes at
@@ -114,14 +111,8 @@ async def stream(
     HTTP library sees an incomplete body.
     """
     started = request.get("started", time.perf_counter())
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": content_type,
-            "Cache-Control": "no-cache",
-            "X-Request-ID": trace.request_id,
-        }
-    )
-    write_timeout = request.app[GATEWAY].router.config.settings.write_timeout
+    response = StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+    write_timeout = request.app.gateway.router.config.settings.write_timeout
     try:
         await response.prepare(request)
     except ConnectionError:
@@ -180,7 +171,7 @@ async def stream(
     return response
 
 
-def _client_gone(request: web.Request, trace: Trace, why: str) -> None:
+def _client_gone(request: Request, trace: Trace, why: str) -> None:
     request["client_gone"] = True  # logged as 499: nothing left to tell it
     request["stream_error"] = why
     if request.transport is not None:
@@ -192,7 +183,7 @@ def _stream_failure(exc: Exception) -> str:
         return "idle timeout"
     if isinstance(exc, ResponseTooLarge | IncompleteStream | ValueError):
         return str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, ClientError):
         return reason(exc)
     return f"a frame of unexpected shape ({type(exc).__name__})"
 
@@ -218,7 +209,7 @@ def ndjson_error(message: str) -> bytes:
     return orjson.dumps({"error": message}) + b"\n"
 
 
-async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.StreamResponse:
+async def relay_sse(request: Request, up: Upstream, trace: Trace) -> StreamResponse:
     group = trace.group or ""
 
     def usage(chunk: bytes) -> None:
@@ -238,12 +229,12 @@ async def relay_sse(request: web.Request, up: Upstream, trace: Trace) -> web.Str
 
 
 async def relay_ndjson(
-    request: web.Request,
+    request: Request,
     up: Upstream,
     trace: Trace,
     source: AsyncIterator[bytes] | None = None,
     done_marker: bytes | re.Pattern[bytes] = NDJSON_DONE,
-) -> web.StreamResponse:
+) -> StreamResponse:
     """An Ollama NDJSON stream: the backend's own, or `source` translated from SSE."""
     group = trace.group or ""
 

@@ -8,13 +8,13 @@ Which is which is a per-provider rule, `serves_responses`.
 from __future__ import annotations
 
 import orjson
-from aiohttp import web
 
 from synapse.api import relay
 from synapse.api.context import Context
 from synapse.api.protocol import json_response
 from synapse.backends import upstream
 from synapse.config.model import Deployment
+from synapse.http.message import Request, StreamResponse
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
 from synapse.translate import responses as resp_tr
@@ -27,7 +27,7 @@ def serves_responses(dep: Deployment) -> bool:
     return dep.provider in SERVES_RESPONSES
 
 
-async def create(request: web.Request) -> web.StreamResponse:
+async def create(request: Request) -> StreamResponse:
     ctx = Context.of(request)
     body = await ctx.json()
     resp_tr.refuse_stateful(body)

@@ -1,4 +1,4 @@
-"""HTTP to backends over one pooled keep-alive client session.
+"""HTTP to backends over one pool of keep-alive connections (`synapse.http.client`).
 
 A request either yields an open `Upstream` response (the caller owns it) or raises
 `Retryable`, which the router turns into a retry, a fallback or an error.
@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+import socket
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.connector import Connection
+from synapse.http.client import (
+    BodyTooLarge,
+    ClientError,
+    ConnectError,
+    InvalidResponse,
+    Pool,
+    Response,
+    ServerDisconnected,
+    SizedBody,
+    Timeout,
+)
 
 if TYPE_CHECKING:
     from synapse.routing.deployment import DeploymentState
@@ -54,39 +64,35 @@ def reason(exc: BaseException) -> str:
     """Why a backend could not be reached, in words that name no internal address."""
     if isinstance(exc, TimeoutError):
         return "no answer within its timeout"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "host name not found"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectError):
         os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror):
+            return "host name not found"
         if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
             return "connection refused"
         return f"cannot connect ({os_error.strerror or type(os_error).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, ServerDisconnected):
         return "connection closed by the backend"
-    if isinstance(exc, aiohttp.ClientOSError):
+    if isinstance(exc, InvalidResponse):
+        return "invalid HTTP answer"
+    if isinstance(exc, OSError):
         return f"network error ({exc.strerror or type(exc).__name__})"
     return type(exc).__name__
 
 
-async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(response: Response, limit: int) -> bytes:
     """The whole body, refusing more than `limit` bytes (no unbounded buffers)."""
-    length = response.content_length
-    if length is not None and length > limit:
-        raise ResponseTooLarge(limit)
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise ResponseTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await response.read(limit)
+    except BodyTooLarge:
+        raise ResponseTooLarge(limit) from None
 
 
 async def split_lines(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
     """Complete lines (SSE and NDJSON framing) of any length up to `limit` bytes.
 
-    aiohttp's own line reader stops at 128 KiB; an Ollama final line carrying a `context`
-    array is legally longer.
+    Line readers of HTTP libraries stop early (aiohttp's at 128 KiB); an Ollama final line
+    carrying a `context` array is legally longer.
     """
     pending = bytearray()
     async for chunk in chunks:
@@ -111,9 +117,7 @@ class Upstream:
 
     __slots__ = ("_released", "limit", "response", "state")
 
-    def __init__(
-        self, response: aiohttp.ClientResponse, state: DeploymentState, limit: int
-    ) -> None:
+    def __init__(self, response: Response, state: DeploymentState, limit: int) -> None:
         self.response = response
         self.state = state
         self.limit = limit
@@ -125,16 +129,16 @@ class Upstream:
 
     @property
     def content_type(self) -> str:
-        return self.response.headers.get("Content-Type", "application/json")
+        return self.response.headers.get("Content-Type") or "application/json"
 
     async def read(self, limit: int | None = None) -> bytes:
         return await read_bounded(self.response, min(limit or self.limit, self.limit))
 
     def chunks(self) -> AsyncIterator[bytes]:
-        return self.response.content.iter_any()
+        return self.response.chunks()
 
     def lines(self) -> AsyncIterator[bytes]:
-        return split_lines(self.response.content.iter_any(), self.limit)
+        return split_lines(self.response.chunks(), self.limit)
 
     def release(self) -> None:
         if not self._released:
@@ -150,7 +154,7 @@ class Upstream:
         """
         if self._released:
             return
-        if self.response.content.at_eof():
+        if self.response.at_eof():
             self.release()
             return
         task = asyncio.get_running_loop().create_task(self._drain())
@@ -161,13 +165,13 @@ class Upstream:
         extra = 0
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT):
-                async for chunk in self.response.content.iter_any():
+                async for chunk in self.response.chunks():
                     extra += len(chunk)
                     if extra > DRAIN_LIMIT:
                         break
-        except (aiohttp.ClientError, TimeoutError):
+        except (ClientError, TimeoutError):
             pass
-        if self.response.content.at_eof():
+        if self.response.at_eof():
             self.release()
         else:
             self.close()
@@ -179,39 +183,14 @@ class Upstream:
             self.release()
 
 
-class _Response(aiohttp.ClientResponse):
-    """A response whose connection is never reused after an error answer.
+def new_pool(connect_timeout: float, per_backend: int) -> Pool:
+    """One pool for all backends, at most `per_backend` connections to each host:port.
 
-    A backend that answers an error before reading the request body can leave that body
-    unread on a keep-alive connection, to be parsed as the next request (whoever sends it
-    gets a 501 with an HTML page). Errors are rare and a reconnect is cheap, so after any
-    error answer the connection is closed instead of going back to the pool.
+    Answers with a status of 400 or more never leave their connection in the pool: a
+    backend that answers an error before reading the request body can leave that body
+    unread, to be parsed as the next request.
     """
-
-    async def start(self, connection: Connection) -> _Response:
-        protocol = connection.protocol
-        await super().start(connection)
-        if self.status >= 400 and protocol is not None:
-            protocol.force_close()  # closed, not pooled, when released
-            if self.connection is None:  # a short answer was read whole and already pooled
-                protocol.close()  # the pool drops closing connections
-        return self
-
-
-def new_session(connect_timeout: float, per_backend: int) -> aiohttp.ClientSession:
-    """One pool for all backends, at most `per_backend` connections to each host:port."""
-    connector = aiohttp.TCPConnector(
-        limit=0, limit_per_host=per_backend, ttl_dns_cache=30, keepalive_timeout=60
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        response_class=_Response,
-        cookie_jar=aiohttp.DummyCookieJar(),  # backends set no cookies worth keeping
-        timeout=aiohttp.ClientTimeout(sock_connect=connect_timeout),
-        auto_decompress=False,  # answers are asked for, and checked to be, identity-encoded
-        headers={"Accept-Encoding": "identity"},
-        skip_auto_headers=("User-Agent", "Accept"),  # less per-request work
-    )
+    return Pool(per_host=per_backend, connect_timeout=connect_timeout)
 
 
 def connections_per_backend(parallel: Iterable[tuple[str, int | None]], floor: int) -> int:
@@ -228,45 +207,84 @@ def connections_per_backend(parallel: Iterable[tuple[str, int | None]], floor: i
     return max([floor, *(n + CONNECTION_HEADROOM for n in per_host.values())])
 
 
-def encoding_refused(response: aiohttp.ClientResponse) -> str | None:
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+def encoding_refused(response: Response) -> str | None:
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding in ("", "identity"):
         return None
     return f"sent a {encoding}-encoded answer though asked for identity"
 
 
+def _identity(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers, asking for an identity-encoded answer (see the module's doc)."""
+    return {**(headers or {}), "Accept-Encoding": "identity"}
+
+
 async def send(
-    session: aiohttp.ClientSession,
+    pool: Pool,
     state: DeploymentState,
     url: str,
     *,
-    data: Any,
-    headers: dict[str, str],
-    timeout: aiohttp.ClientTimeout,
+    data: bytes | AsyncIterable[bytes] | SizedBody,
+    headers: Mapping[str, str],
+    timeout: Timeout,
     limit: int,
     method: str = "POST",
 ) -> Upstream:
     """Open a request to a backend; on success the caller owns the returned Upstream."""
     dep = state.deployment
     try:
-        response = await session.request(method, url, data=data, headers=headers, timeout=timeout)
+        response = await pool.request(
+            method, url, headers=_identity(headers), body=data, timeout=timeout
+        )
     except TimeoutError as exc:
         raise Retryable("timeout", dep.id, reason(exc)) from None
-    except aiohttp.ClientConnectionError as exc:
+    except InvalidResponse as exc:
+        raise Retryable("status", dep.id, reason(exc)) from None
+    except ClientError as exc:
         raise Retryable("connect", dep.id, reason(exc)) from None
     if (refused := encoding_refused(response)) is not None:
         response.close()
         raise Retryable("status", dep.id, refused)
     if response.status in RETRYABLE_STATUS:
         try:
-            detail = (await response.content.read(512)).decode("utf-8", "replace").strip()
-        except (aiohttp.ClientError, TimeoutError):
+            detail = (await response.read_some(512)).decode("utf-8", "replace").strip()
+        except (ClientError, TimeoutError):
             detail = ""
         finally:
             response.close()
         status = response.status
         raise Retryable("status", dep.id, f"answered {status}: {detail}", status=status)
     return Upstream(response, state, limit)
+
+
+async def fetch(
+    pool: Pool,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float,
+    limit: int,
+    method: str = "GET",
+) -> tuple[int, bytes]:
+    """A small exchange (model lists, health probes): status and body of at most `limit` bytes.
+
+    Raises ClientError (an encoded answer is an InvalidResponse), TimeoutError or
+    ResponseTooLarge.
+    """
+    response = await pool.request(
+        method,
+        url,
+        headers=_identity(headers),
+        body=None,
+        timeout=Timeout(total=timeout, connect=pool.connect_timeout),
+    )
+    try:
+        if (refused := encoding_refused(response)) is not None:
+            raise InvalidResponse(refused)
+        body = await read_bounded(response, limit)
+    finally:
+        response.release()
+    return response.status, body
 
 
 def backend_headers(state: DeploymentState, request_id: str) -> dict[str, str]:

@@ -135,6 +135,9 @@ class SynapseSettings(BaseModel):
     ollama_origins: list[str] = []
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     header_read_timeout: float = Field(default=10.0, gt=0)
+    # An idle client connection is closed after this; longer than the idle timeout of the
+    # proxies in front (Traefik: 90 s), so a proxy never sends on a connection we are closing.
+    keepalive_timeout: float = Field(default=120.0, gt=0)
     body_read_timeout: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)

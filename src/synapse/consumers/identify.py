@@ -10,12 +10,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from synapse.config import Config
 from synapse.config.consumers import MASTER
 from synapse.config.model import Consumer
 from synapse.errors import BadRequest, Forbidden, Unauthorized
+from synapse.http.message import Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,7 @@ ANONYMOUS = Caller("")
 OPERATOR = Caller(MASTER)
 
 
-def presented_key(request: web.Request) -> str:
+def presented_key(request: Request) -> str:
     """`Authorization: Bearer <key>`, else `X-Api-Key` (the Kubernetes API server's service
     proxy strips Authorization: ops tools use this); "" when neither is sent."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -75,7 +74,7 @@ def find_consumer(token: str, consumers: tuple[Consumer, ...]) -> Consumer | Non
     return found
 
 
-def identify(request: web.Request, config: Config, *, keyed: bool) -> Caller:
+def identify(request: Request, config: Config, *, keyed: bool) -> Caller:
     """The caller of this request; 401 on a keyed listener without a valid key.
 
     A keyed listener needs a key once a master key or any consumer is configured (fail

@@ -14,18 +14,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from synapse import metrics
 from synapse.config.schema import EmbeddingBatching
 from synapse.errors import GatewayError
 from synapse.routing import Trace
 
-if TYPE_CHECKING:  # call.py imports the API layer, which imports the gateway, which imports us
-    from synapse.embeddings.call import Embedded
-
 # Sends a list of texts to the backend, recording what happened in the trace it is given.
-Run = Callable[[list[str], Trace], Awaitable["Embedded"]]
+
+
+@dataclass(slots=True)
+class Embedded:
+    """Vectors for a list of texts, in order, and each text's share of the tokens."""
+
+    vectors: list[list[float]]
+    tokens: list[int]  # per text, apportioned from the call's count by text length
+
+
+Run = Callable[[list[str], Trace], Awaitable[Embedded]]
 
 
 @dataclass(slots=True)

@@ -9,23 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
-
 from synapse.backends import upstream
+from synapse.backends.upstream import ResponseTooLarge
+from synapse.gateway import Gateway
+from synapse.http.client import ClientError, Pool
 from synapse.routing.breaker import State
 from synapse.routing.deployment import DeploymentState
-from synapse.server.gateway import Gateway
 
 log = logging.getLogger("synapse.health")
+# A health answer is read whole (so its connection is reused), up to this many bytes.
+PROBE_LIMIT = 1 << 20
 
 
-async def probe(
-    session: aiohttp.ClientSession, state: DeploymentState, timeout: float
-) -> str | None:
+async def probe(pool: Pool, state: DeploymentState, timeout: float) -> str | None:
     """None when the deployment answers; else why not (naming no internal address)."""
     dep = state.deployment
-    limit = aiohttp.ClientTimeout(total=timeout)
-    headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else {}
+    headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else None
     urls = (
         [dep.ollama_base + "/"]
         if dep.speaks_ollama
@@ -34,14 +33,18 @@ async def probe(
     failure = "health check failed"
     for url in urls:
         try:
-            async with session.get(url, timeout=limit, headers=headers) as response:
-                if response.status < 400:
-                    return None
-                failure = f"health check answered {response.status}"
-                if response.status not in (404, 405):
-                    return failure
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, _ = await upstream.fetch(
+                pool, url, headers=headers, timeout=timeout, limit=PROBE_LIMIT
+            )
+        except (ClientError, TimeoutError) as exc:
             return f"health check: {upstream.reason(exc)}"
+        except ResponseTooLarge:
+            return f"health check: answer over {PROBE_LIMIT} bytes"
+        if status < 400:
+            return None
+        failure = f"health check answered {status}"
+        if status not in (404, 405):
+            return failure
     return failure
 
 

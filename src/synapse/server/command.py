@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from synapse import logs
     from synapse.config.command import load_or_report
-    from synapse.server.gateway import Gateway
+    from synapse.gateway import Gateway
     from synapse.server.lifecycle import serve
 
     config = load_or_report(args.config)

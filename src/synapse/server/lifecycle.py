@@ -14,13 +14,14 @@ import os
 import signal
 from pathlib import Path
 
-from aiohttp import web
-
 from synapse import logs
+from synapse.api.protocol import openai_error_body
+from synapse.errors import GatewayError
+from synapse.gateway import Gateway
 from synapse.health.checker import run_forever as health_checks
+from synapse.http.message import Response
+from synapse.http.server import Limits, Server
 from synapse.server.app import main_app, metrics_app, ollama_app
-from synapse.server.gateway import Gateway
-from synapse.server.listener import Runner
 
 log = logging.getLogger("synapse")
 
@@ -51,24 +52,18 @@ async def serve(
 ) -> None:
     settings = gateway.config.settings
     await gateway.start()
-    runners: list[web.AppRunner] = []
-    listeners = [(main_app(gateway), port, "openai")]
+    servers: list[Server] = []
+    main, ollama = main_app(gateway), ollama_app(gateway)
+    listeners = [(main, main.refused, port, "openai")]
     if ollama_port:
-        listeners.append((ollama_app(gateway), ollama_port, "ollama"))
+        listeners.append((ollama, ollama.refused, ollama_port, "ollama"))
     if metrics_port:
-        listeners.append((metrics_app(), metrics_port, "metrics"))
-    for app, listen_port, name in listeners:
-        runner = Runner(
-            app,
-            header_read_timeout=settings.header_read_timeout,
-            auto_decompress=False,  # request bodies are never unpacked (415 if encoded)
-            handler_cancellation=True,
-            access_log=None,
-            shutdown_timeout=settings.shutdown_grace,
-        )
-        await runner.setup()
-        await web.TCPSite(runner, host, listen_port, backlog=1024, reuse_address=True).start()
-        runners.append(runner)
+        listeners.append((metrics_app, _refused_quietly, metrics_port, "metrics"))
+    limits = Limits(settings.header_read_timeout, settings.keepalive_timeout)
+    for app, refused, listen_port, name in listeners:
+        server = Server(app, refused, limits, lambda: gateway.config.settings.write_timeout)
+        await server.listen(host, listen_port)
+        servers.append(server)
         log.info(
             "listening", extra={"fields": {"listener": name, "host": host, "port": listen_port}}
         )
@@ -98,10 +93,14 @@ async def serve(
     stop.clear()
     with contextlib.suppress(TimeoutError):  # a second signal skips the delay
         await asyncio.wait_for(stop.wait(), delay)
-    for runner in runners:
-        await runner.cleanup()  # stop accepting, wait up to shutdown_grace for handlers
+    await asyncio.gather(*(s.shutdown(settings.shutdown_grace) for s in servers))
     for task in tasks:
         task.cancel()
     await gateway.stop()
     logs.REQUESTS.flush()
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
+
+
+def _refused_quietly(status: int, message: str) -> Response:
+    error = GatewayError(message, status=status)
+    return Response(openai_error_body(error), status, content_type="application/json")

@@ -1,7 +1,10 @@
-"""One embedding call for a list of texts, through the router (slots, breakers, retries)."""
+"""Vectors for an embedding request: the cache first, the rest through the batcher, each
+batch one backend call through the router (slots, breakers, retries)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import orjson
@@ -9,6 +12,8 @@ import orjson
 from synapse.api import relay
 from synapse.api.context import Context
 from synapse.backends import upstream
+from synapse.embeddings.batcher import Embedded
+from synapse.routing import Trace
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
 
@@ -43,12 +48,6 @@ class Params:
     @classmethod
     def from_ollama(cls, body: dict, legacy: bool = False) -> Params:
         return cls.of({k: body[k] for k in OLLAMA_FIELDS if k in body}, legacy)
-
-
-@dataclass(slots=True)
-class Embedded:
-    vectors: list[list[float]]
-    tokens: list[int]  # per text, apportioned from the call's count by text length
 
 
 async def embed(ctx: Context, group: str, texts: list[str], params: Params) -> Embedded:
@@ -96,3 +95,41 @@ def apportion(total: int, texts: list[str]) -> list[int]:
     shares = [total * n // whole for n in lengths]
     shares[0] += total - sum(shares)
     return shares
+
+
+async def vectors(ctx: Context, group: str, texts: list[str], params: Params) -> Embedded:
+    cache = ctx.gateway.embedding_cache
+    keys = [(group, params.key, text) for text in texts]
+    found = [cache.get(key) for key in keys]
+    missing = [i for i, entry in enumerate(found) if entry is None]
+    out = Embedded(
+        [e.vector.tolist() if e else [] for e in found], [e.tokens if e else 0 for e in found]
+    )
+    if not missing:
+        return out
+
+    def run(batch: list[str], trace: Trace) -> Awaitable[Embedded]:
+        return embed(dataclasses.replace(ctx, trace=trace), group, batch, params)
+
+    fresh = await ctx.gateway.embedding_batcher.submit(
+        group,
+        params.key,
+        [texts[i] for i in missing],
+        run,
+        ctx.trace,
+        _batchable(ctx, group, params),
+    )
+    relay.add_tokens(group, sum(fresh.tokens), None)
+    for i, vector, tokens in zip(missing, fresh.vectors, fresh.tokens, strict=True):
+        cache.put(keys[i], vector, tokens)
+        out.vectors[i], out.tokens[i] = vector, tokens
+    return out
+
+
+def _batchable(ctx: Context, group: str, params: Params) -> bool:
+    """Legacy requests batch only where no Ollama deployment (itself or a fallback) answers."""
+    if not params.legacy:
+        return True
+    router = ctx.router
+    groups = (group, *router.config.fallbacks.get(group, ()))
+    return not any(s.deployment.speaks_ollama for g in groups for s in router.group_states(g))

@@ -1,4 +1,4 @@
-"""The running gateway: current config and router, backend session, readiness, reloads.
+"""The running gateway: current config and router, backend pool, readiness, reloads.
 
 Handlers read `gateway.router` once at the start of a request, so a reload swaps the router
 for new requests while in-flight ones finish on the config they started with.
@@ -11,13 +11,12 @@ import logging
 import time
 from pathlib import Path
 
-import aiohttp
-
 from synapse import metrics
-from synapse.backends.upstream import connections_per_backend, new_session
+from synapse.backends.upstream import connections_per_backend, new_pool
 from synapse.config import Config, ConfigError, load_config
 from synapse.embeddings.batcher import Batcher
 from synapse.embeddings.cache import VectorCache
+from synapse.http.client import Pool
 from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
 
@@ -31,12 +30,12 @@ class Gateway:
         self.started_at = time.time()
         self.ready = False
         self.draining = False
-        self.session: aiohttp.ClientSession | None = None
+        self.session: Pool | None = None
         self.embedding_cache = VectorCache(config.settings.embedding_cache)
         self.embedding_batcher = Batcher(config.settings.embedding_batching)
 
     @property
-    def http(self) -> aiohttp.ClientSession:
+    def http(self) -> Pool:
         assert self.session is not None, "gateway not started"
         return self.session
 
@@ -47,7 +46,7 @@ class Gateway:
             for d in self.config.deployments
         )
         per_backend = connections_per_backend(parallel, settings.backend_connections)
-        self.session = new_session(settings.connect_timeout, per_backend)  # read at start
+        self.session = new_pool(settings.connect_timeout, per_backend)  # read at start
         self.ready = True
 
     async def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""One middleware per listener: request id, auth, errors in the caller's protocol, the log line.
+"""One listener's application: routes, keys, CORS, errors in the caller's protocol, the log line.
 
 Everything per-request that is not routing lives here, so handlers only route.
 """
@@ -9,21 +9,22 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from synapse import logs, metrics
-from synapse.api.context import GATEWAY
-from synapse.api.protocol import error_response
+from synapse.api import cors
+from synapse.api.protocol import error_response, openai_error_body
 from synapse.consumers.identify import ANONYMOUS, identify, is_master, presented_key
 from synapse.consumers.limits import LIMITS
 from synapse.errors import BadRequest, GatewayError, RouteNotFound
+from synapse.http.message import Request, Response, StreamResponse
+from synapse.http.routes import NoRoute, Routes
 from synapse.routing import Trace
 
+if TYPE_CHECKING:
+    from synapse.gateway import Gateway
+
 log = logging.getLogger("synapse.request")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Probes: no key, no log line (they would drown the request log).
 QUIET_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
@@ -34,50 +35,44 @@ _REQUEST_ID = re.compile(r"[!-~]{1,128}")
 _IDENTITY = frozenset({"", "identity"})
 
 
-def make_middleware(
-    *, keyed: bool
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """`keyed`: this listener requires a key (when a master key or consumers are configured)."""
+class Surface:
+    """`keyed`: this listener requires a key (when a master key or consumers are configured);
+    `browser`: it answers cross-origin requests as Ollama does (synapse.api.cors)."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def __init__(
+        self, gateway: Gateway, routes: Routes, *, keyed: bool, browser: bool = False
+    ) -> None:
+        self.gateway = gateway
+        self.routes = routes
+        self.keyed = keyed
+        self.browser = browser
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
         path = request.path
-        if path in QUIET_PATHS:
+        try:
+            handler, route, request.match_info = self.routes.match(request.method, path)
+        except NoRoute as exc:
+            handler, route = None, "unmatched"
+            no_route: NoRoute | None = exc
+        else:
+            no_route = None
+        if path in QUIET_PATHS and handler is not None:
             return await handler(request)
         started = time.perf_counter()
         request["started"] = started
         trace = Trace(request_id(request.headers.get("X-Request-ID")))
         request["trace"] = trace
-        route = request.match_info.route.resource
-        request["route"] = route.canonical if route is not None else "unmatched"
+        request["route"] = route
+        request.reply_headers["X-Request-ID"] = trace.request_id
         status = 500
         try:
-            caller = ANONYMOUS
-            if path not in PUBLIC_PATHS:
-                caller = identify(request, request.app[GATEWAY].router.config, keyed=keyed)
-            request["caller"] = caller
-            trace.consumer, trace.priority = caller.label, caller.priority
-            metrics.CONSUMER.set(caller.label)
-            refuse_encoded_body(request)
-            if caller.consumer is None:
-                response = await handler(request)
-            else:  # limits are checked here, before any handler can reach a backend
-                with LIMITS.hold(caller.consumer):
-                    response = await handler(request)
+            if self.browser and (early := cors.screen(request, self.gateway)) is not None:
+                response: Response | StreamResponse = early
+            else:
+                response = await self._handle(request, trace, handler, no_route)
             status = 499 if request.get("client_gone") else response.status
         except GatewayError as exc:
             response = error_response(exc, path)
-            status = exc.status
-        except web.HTTPException as exc:  # aiohttp's own: unknown path, wrong method
-            if exc.status == 404:
-                error: GatewayError = RouteNotFound(
-                    f"Invalid URL ({request.method} {path}): Synapse serves no such route"
-                )
-            else:
-                error = BadRequest(
-                    f"{request.method} {path}: {exc.reason}", status=exc.status, code=None
-                )
-            response = error_response(error, path)
             status = exc.status
         except Exception:
             log.exception("unhandled error", extra={"fields": {"request_id": trace.request_id}})
@@ -86,12 +81,45 @@ def make_middleware(
             status = 499  # client went away (handler cancelled)
             _finish(request, trace, status, started)
             raise
-        if not response.prepared:
-            response.headers["X-Request-ID"] = trace.request_id
         _finish(request, trace, status, started)
         return response
 
-    return middleware
+    async def _handle(
+        self, request: Request, trace: Trace, handler: Any, no_route: NoRoute | None
+    ) -> Response | StreamResponse:
+        caller = ANONYMOUS
+        if request.path not in PUBLIC_PATHS:
+            caller = identify(request, self.gateway.router.config, keyed=self.keyed)
+        request["caller"] = caller
+        trace.consumer, trace.priority = caller.label, caller.priority
+        metrics.CONSUMER.set(caller.label)
+        if no_route is not None:
+            raise _route_error(request, no_route)
+        refuse_encoded_body(request)
+        if caller.consumer is None:
+            return await handler(request)
+        with LIMITS.hold(caller.consumer):  # before any handler can reach a backend
+            return await handler(request)
+
+    def refused(self, status: int, message: str) -> Response:
+        """The answer to a request the framing layer refused, logged like any other."""
+        error = (BadRequest if status < 500 else GatewayError)(message, status=status)
+        record(Trace(uuid.uuid4().hex), method="", path="", status=status, error=message)
+        return Response(openai_error_body(error), status, content_type="application/json")
+
+
+def _route_error(request: Request, no_route: NoRoute) -> GatewayError:
+    if not no_route.allowed:
+        return RouteNotFound(
+            f"Invalid URL ({request.method} {request.path}): Synapse serves no such route"
+        )
+    allowed = ", ".join(sorted(no_route.allowed))
+    return BadRequest(
+        f"{request.method} {request.path}: Method Not Allowed",
+        status=405,
+        code=None,
+        headers={"Allow": allowed},
+    )
 
 
 def request_id(header: str | None) -> str:
@@ -101,7 +129,7 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def refuse_encoded_body(request: web.Request) -> None:
+def refuse_encoded_body(request: Request) -> None:
     """415 for a compressed body: nothing is ever unpacked, so `max_body_bytes` bounds memory.
 
     The OpenAI and Ollama SDKs never compress requests; a bounded decoder would be code and
@@ -116,14 +144,14 @@ def refuse_encoded_body(request: web.Request) -> None:
         )
 
 
-def has_master_key(request: web.Request, key: str | None) -> bool:
+def has_master_key(request: Request, key: str | None) -> bool:
     return is_master(presented_key(request), key)
 
 
 _SERIES: dict[tuple[str, str, str, int, str], tuple[Any, Any]] = {}
 
 
-def _finish(request: web.Request, trace: Trace, status: int, started: float) -> None:
+def _finish(request: Request, trace: Trace, status: int, started: float) -> None:
     fields: dict[str, object] = {}
     if trace.backend_request_id not in (None, trace.request_id):
         fields["backend_request_id"] = trace.backend_request_id

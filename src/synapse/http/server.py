@@ -1,0 +1,436 @@
+"""The server side: one `Connection` (an asyncio Protocol) per client, httptools parsing.
+
+Requests on a connection are answered in order (pipelining); each is handed to the app as a
+`Request` whose body arrives while the handler runs. What the framing layer refuses itself
+(a head it cannot parse, too large, or too slow) is answered here, in JSON, naming only the
+kind of error, and the connection is closed: bytes after a bad request are never parsed.
+
+Rules, all tested in tests/gateway/test_http_*.py:
+* llhttp in strict mode refuses CL+TE, repeated Content-Length, obs-fold, bare LF, bad chunk
+  sizes; a transfer coding other than `chunked` is a 501, an HTTP version other than 1.x a 505.
+* A head must arrive whole within `header_read_timeout` of its first byte; an idle
+  connection is closed after `keepalive_timeout`.
+* A body is read only when the handler asks for it (`Expect: 100-continue` answered then); a
+  response given before the body was whole closes the connection after it.
+* A client leaving (or half-closing: a FIN looks the same) cancels its handler, and the
+  backend request with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from synapse.http.headers import Headers
+from synapse.http.message import BODY_HIGH_WATER, Body, BodyError, Request, Response, StreamResponse
+
+App = Callable[[Request], Awaitable[Response | StreamResponse]]
+# What the framing layer refused: (status, message); the app writes its log line and body.
+FramingError = Callable[[int, str], Response]
+
+log = logging.getLogger("synapse")
+SERVER = "synapse"  # no version banner
+MAX_TARGET = 8 * 1024
+MAX_HEAD = 64 * 1024
+MAX_FIELDS = 100
+MAX_PIPELINED = 16
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_CLOSE = ("Connection", "close")
+
+
+@dataclass(slots=True)
+class Limits:
+    header_read_timeout: float = 10.0
+    keepalive_timeout: float = 120.0
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    second = 0
+    value = b""
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
+        return cls.value
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parse, queue, hand to the app in order, write the answers."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.app: Any = server.app
+        self.loop = server.loop
+        self.limits = server.limits
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        # the request being parsed
+        self._target = bytearray()
+        self._fields: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._parsing: Request | None = None
+        # requests parsed and waiting, and the task answering them
+        self._queue: collections.deque[Request | _Refused] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._current: Request | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reading = True
+        self._broken = False  # a framing error: parse nothing more
+        self._close_after = False
+        self._write_paused: asyncio.Future[None] | None = None
+        self._lost = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        self.server.connections.discard(self)
+        self._cancel_timers()
+        if self._parsing is not None:
+            self._parsing.body.fail(BodyError("the client closed the connection"))
+        for item in self._queue:
+            if isinstance(item, Request):
+                item.body.fail(BodyError("the client closed the connection"))
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)  # drain() sees _lost and raises
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the client left: its handler (and backend request) stops
+
+    def eof_received(self) -> bool:
+        """The client closed its side: it is gone (a FIN looks the same whether it will still
+        read or not). As nginx, Go and aiohttp do, its handler is cancelled, so the backend
+        stops generating for nobody; the transport closes (connection_lost)."""
+        return False
+
+    def pause_writing(self) -> None:
+        if self._write_paused is None or self._write_paused.done():
+            self._write_paused = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_paused is not None and not self._write_paused.done():
+            self._write_paused.set_result(None)
+        self._write_paused = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._close_after = True  # no upgrades: the request is answered, then closed
+            self._stop_parsing()
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if not isinstance(refused, _Refused):
+                raise
+            self._refuse(refused.status, refused.message)
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request ({_parse_error(exc)})")
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._target.clear()
+        self._fields = []
+        self._head_size = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.limits.header_read_timeout, self._head_late
+            )
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        if len(self._target) > MAX_TARGET:
+            raise _Refused(414, f"request target longer than {MAX_TARGET} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD:
+            raise _Refused(431, f"request head larger than {MAX_HEAD} bytes")
+        if len(self._fields) >= MAX_FIELDS:
+            raise _Refused(431, f"more than {MAX_FIELDS} header fields")
+        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Refused(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        headers = Headers(self._fields)
+        coding = headers.get("Transfer-Encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise _Refused(501, "the only transfer coding accepted is chunked")
+        expect = (headers.get("Expect") or "").strip().lower() == "100-continue"
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            self._target.decode("latin-1"),
+            version,
+            headers,
+            parser.should_keep_alive(),
+            Body(self, expect_continue=expect and version == "1.1"),
+        )
+        self._parsing = request
+        self._queue.append(request)
+        if len(self._queue) > MAX_PIPELINED:
+            self._pause()
+        if self._task is None:
+            self._task = self.loop.create_task(self._answer())
+
+    def on_body(self, data: bytes) -> None:
+        request = self._parsing
+        if request is not None:
+            request.body.feed(data)
+            if request.body.buffered() > BODY_HIGH_WATER:
+                self._pause()
+
+    def on_message_complete(self) -> None:
+        if self._parsing is not None:
+            self._parsing.body.finish()
+            self._parsing = None
+
+    # -- answering ---------------------------------------------------------------------------
+    async def _answer(self) -> None:
+        """Answer queued requests in order until the queue is empty or the connection ends."""
+        try:
+            while self._queue and not self._lost:
+                item = self._queue.popleft()
+                if len(self._queue) <= MAX_PIPELINED:
+                    self.want_body()
+                if isinstance(item, _Refused):
+                    self._write_response(None, self.server.refused(item.status, item.message))
+                    self._close()
+                    return
+                self._current = item
+                try:
+                    response = await self.app(item)
+                except Exception:  # the app answers every error itself; this is a bug
+                    log.exception("unhandled error in the app")
+                    if not self._lost:
+                        self._close_after = True
+                        self._write_response(item, self.server.refused(500, "internal error"))
+                    self._close()
+                    return
+                self._current = None
+                if self._lost:
+                    return
+                if not response.prepared:
+                    self._write_response(item, response)
+                elif not getattr(response, "ended", True):
+                    self._close()  # a stream cut before its end: visibly incomplete
+                    return
+                if self._must_close(item):
+                    await self.drain_quietly()
+                    self._close()
+                    return
+        finally:
+            self._task = None
+        if not self._lost:
+            self._arm_idle()
+
+    def _must_close(self, request: Request) -> bool:
+        return (
+            self._close_after
+            or not request.keep_alive
+            or not request.body.complete  # the rest of its body would be read as a request
+            or self.server.closing
+        )
+
+    def _write_response(self, request: Request | None, response: Response) -> None:
+        body = response.body
+        headers = response.headers
+        if response.status in (204, 304):  # no body, and no Content-Length to announce one
+            body = b""
+        else:
+            headers["Content-Length"] = str(len(body))
+        self.write_head(request, response.status, headers)
+        if body and (request is None or request.method != "HEAD"):
+            self.write(body)
+
+    def write_head(self, request: Request | None, status: int, headers: dict[str, str]) -> None:
+        close = request is None or self._must_close(request)
+        lines = [
+            b"HTTP/1.1 %d %b\r\nServer: synapse\r\nDate: %b\r\n"
+            % (status, _PHRASES.get(status, b"Unknown"), _Date.now())
+        ]
+        if request is not None and request.reply_headers:
+            headers = {**request.reply_headers, **headers}
+        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
+        if close:
+            lines.append(b"Connection: close\r\n")
+        elif request is not None and request.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        self.write(b"".join(lines))
+
+    def write(self, data: bytes) -> None:
+        """Hand bytes to the transport; a closed one drops them (the handler was cancelled,
+        or is told by `drain`)."""
+        transport = self.transport
+        if transport is not None and not self._lost:
+            transport.write(data)
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionResetError("the client closed the connection")
+        waiter = self._write_paused
+        if waiter is not None:
+            await asyncio.shield(waiter)
+            if self._lost:
+                raise ConnectionResetError("the client closed the connection")
+
+    async def drain_quietly(self) -> None:
+        try:
+            async with asyncio.timeout(self.server.write_timeout()):
+                await self.drain()
+        except (ConnectionError, TimeoutError):
+            pass
+
+    def close_after_response(self) -> None:
+        self._close_after = True
+
+    # -- flow control and timers -------------------------------------------------------------
+    def _pause(self) -> None:
+        if self._reading and self.transport is not None:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def want_body(self) -> None:
+        """The handler consumed body bytes or started a request: read on, within bounds."""
+        if self._reading or self._broken or self.transport is None:
+            return
+        parsing = self._parsing
+        if len(self._queue) > MAX_PIPELINED:
+            return
+        if parsing is not None and parsing.body.buffered() > BODY_HIGH_WATER:
+            return
+        self._reading = True
+        self.transport.resume_reading()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """A framing error: fail the body in flight, or answer in turn; parse nothing more."""
+        self._stop_parsing()
+        parsing = self._parsing
+        if parsing is not None and (parsing in self._queue or parsing is self._current):
+            parsing.body.fail(BodyError(message))  # its handler answers (400), then we close
+            self._close_after = True
+            return
+        self._queue.append(_Refused(status, message))
+        if self._task is None:
+            self._task = self.loop.create_task(self._answer())
+
+    def _stop_parsing(self) -> None:
+        self._broken = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._pause()
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self._lost:
+            self._refuse(
+                408, f"request head not complete within {self.limits.header_read_timeout:g} s"
+            )
+
+    def _arm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._close)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None
+
+    def is_idle(self) -> bool:
+        return self._task is None and not self._queue and self._parsing is None
+
+    def _close(self) -> None:
+        self._cancel_timers()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _parse_error(exc: Exception) -> str:
+    """llhttp's reason, which names the rule broken and quotes none of the request."""
+    text = str(exc).strip() or type(exc).__name__
+    return text[:120]
+
+
+class Server:
+    """The connections of one listening socket, for graceful shutdown."""
+
+    def __init__(
+        self,
+        app: App,
+        refused: FramingError,
+        limits: Limits,
+        write_timeout: Callable[[], float],
+    ) -> None:
+        self.app = app
+        self.refused = refused
+        self.limits = limits
+        self.write_timeout = write_timeout
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[Connection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> None:
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), host, port, backlog=1024, reuse_address=True
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; close idle connections; give in-flight requests `grace` seconds."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        deadline = self.loop.time() + grace
+        while True:
+            for connection in list(self.connections):
+                if connection.is_idle():
+                    connection._close()
+            if not self.connections or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
