@@ -173,7 +173,7 @@ def check_answers(wire: Wire, half_closed: bool) -> None:
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,  # the socket timeout (DEADLINE) bounds each example instead
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
