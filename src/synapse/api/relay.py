@@ -1,8 +1,9 @@
 """Sending a backend's answer to the client: whole bodies, or streams chunk by chunk.
 
 A stream that breaks after its first byte cannot be retried; it ends with an error event in
-the caller's framing (SSE `data: {"error": ...}` or an NDJSON `{"error": ...}` line) and
-without its terminator, so no client mistakes a cut stream for a complete one.
+the caller's framing (SSE `data: {"error": ...}` or an NDJSON `{"error": ...}` line), without
+its protocol's terminator and without HTTP's (the connection closes after the error event), so
+no client mistakes a cut stream for a complete one.
 """
 
 from __future__ import annotations
@@ -149,13 +150,12 @@ async def stream(
         message = f"stream from {up.state.id} broke: {_stream_failure(exc)}"
         trace.errors.append(message)
         request["stream_error"] = message
-        response.force_close()
+        # The stream is not ended (no chunked terminator): the connection closes after what
+        # was written, so the body is visibly incomplete to any HTTP client.
         if error_frame is None:
-            if request.transport is not None:
-                request.transport.close()  # no chunked terminator: visibly incomplete
             return response
         try:
-            await _send(response, error_frame(message), write_timeout, eof=True)
+            await _send(response, error_frame(message), write_timeout)
         except ClientGone as gone:
             _client_gone(request, trace, str(gone))
         return response

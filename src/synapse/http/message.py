@@ -233,7 +233,3 @@ class StreamResponse:
             connection.write(data)
         self.ended = True
         await connection.drain()
-
-    def force_close(self) -> None:
-        if self._connection is not None:
-            self._connection.close_after_response()
