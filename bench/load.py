@@ -91,6 +91,29 @@ CASES: tuple[Case, ...] = (
     ),
 )
 
+# Not in the concurrency sweep: measured once per path, sequentially, for the per-event cost.
+SSE_LONG = Case(
+    "chat_sse_long",
+    "chat, streaming, 256 events (c=1)",
+    "/v1/chat/completions",
+    "/sse-long/v1/chat/completions",
+    {
+        "model": "bench-chat-sse-long",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
+)
+
+# One event per backend write, `--paced-gap-ms` apart (paced_sse.py): the per-token delay.
+PACED = Case(
+    "chat_paced",
+    "chat, streaming, one event per write (c=1)",
+    "/v1/chat/completions",
+    "/v1/chat/completions",
+    {"model": "bench-chat-paced", "messages": MESSAGES, "stream": True},
+)
+
 
 def wrk_cmd(cpus: str | None) -> list[str]:
     exe = shutil.which("wrk")
@@ -205,3 +228,36 @@ async def ttft_series(url: str, body: dict, n: int, key: str | None) -> dict:
             ttft.append(res.first_s * 1000)
             total.append(res.end_s * 1000)
     return {"ttft_ms": ttft, "total_ms": total, "errors": errors, "n": n}
+
+
+async def paced_series(url: str, body: dict, n: int, key: str | None) -> dict:
+    """Sequential streams from paced_sse.py: each event's latency since the backend wrote it."""
+    import aiohttp
+    import orjson
+    from paced_sse import stamp_latency_us
+
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    latency: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        for _ in range(n):
+            try:
+                async with session.post(url, json=body, headers=headers) as resp:
+                    if resp.status != 200:
+                        errors += 1
+                        await resp.read()
+                        continue
+                    async for line in resp.content:
+                        now = time.monotonic_ns()
+                        if not line.startswith(b"data: {"):
+                            continue
+                        for choice in orjson.loads(line[6:]).get("choices") or ():
+                            content = (choice.get("delta") or {}).get("content") or ""
+                            us = stamp_latency_us(content, now)
+                            if us is not None:
+                                latency.append(us)
+            except (aiohttp.ClientError, ValueError):
+                errors += 1
+    return {"latency_us": latency, "errors": errors, "streams": n}

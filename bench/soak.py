@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import baseline
 from load import CASES, run_wrk
 from procs import cpu_seconds, exit_on_sigterm, free_port, rss_bytes
-from run_bench import BENCH, MASTER_KEY, backend_env, cpu_plan, synapse_service
+from run_bench import BENCH, MASTER_KEY, ROOT, backend_env, cpu_plan, synapse_service
 from stub import Nginx
 
 MB = 1024 * 1024
@@ -62,13 +63,13 @@ def write_md(result: dict, out: Path) -> Path:
         f"| {s['requests']:,} | {s['case']} | {s['rss_mb']:.1f} | {s['rps']:,.0f} | {s['errors']} |"
         for s in result["samples"]
     )
-    md = out / f"{result['date']}-soak.md"
+    md = out / f"{result['stem']}.md"
     md.write_text(
-        f"# Synapse soak — {result['date']}\n\n"
+        f"# Synapse soak — {result['date']} ({result['commit']})\n\n"
         f"`make bench-soak` (bench/soak.py): {result['requests']:,} requests through one "
         f"Synapse process (c={result['connections']}, cases rotated every "
         f"{result['every']:,} requests), RSS from /proc after each chunk. Plot "
-        f"`{result['date']}-soak.png`.\n\n"
+        f"`{result['stem']}.png`.\n\n"
         f"- RSS idle {result['idle_mb']:.1f} MB; after the first chunk {result['start_mb']:.1f} MB;"
         f" at the end {result['end_mb']:.1f} MB; peak {result['peak_mb']:.1f} MB.\n"
         f"- Growth over the soak (first chunk → end): {result['growth_mb']:+.1f} MB "
@@ -93,13 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", default=dt.date.today().isoformat())
     ap.add_argument("--bin", type=Path, default=Path(sys.executable).parent)
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument(
+        "--rev", default="", help="soak this git revision (as make bench's synapse@<rev>)"
+    )
     args = ap.parse_args(argv)
     exit_on_sigterm()
     gw_cpus, lg_cpus = cpu_plan(not args.no_pin)
     run_dir = Path(tempfile.mkdtemp(prefix="synapse-soak-"))
     nginx = Nginx(run_dir, free_port(), cpus=lg_cpus)
+    src = baseline.export(ROOT, args.rev, run_dir / "baseline") if args.rev else None
+    name = baseline.path_name(args.rev) if args.rev else "synapse"
     nginx.start()
-    svc = synapse_service(run_dir, backend_env(nginx), gw_cpus, args.bin)
+    svc = synapse_service(run_dir, backend_env(nginx), gw_cpus, args.bin, name=name, src=src)
     samples: list[dict] = []
     total = errors = 0
     t0 = time.monotonic()
@@ -156,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         code = svc.stop()
         nginx.stop()
+    # The bench report reads the newest `<date>-soak.json` (today's tree); a revision's soak
+    # goes beside it.
+    stem = f"{args.date}-soak" + (f"-{args.rev}" if args.rev else "")
     result = {
         "date": args.date,
+        "stem": stem,
+        "commit": baseline.describe(ROOT, args.rev or "HEAD").split(" ")[0],
         "every": args.every,
         "connections": args.connections,
         "samples": samples,
@@ -167,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         **summarize(samples, total, errors),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.date}-soak.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     plot(
         samples,
-        args.out / f"{args.date}-soak.png",
-        f"Synapse RSS over {total:,} requests ({args.date})",
+        args.out / f"{stem}.png",
+        f"{name} RSS over {total:,} requests ({args.date}, {result['commit']})",
     )
     md = write_md(result, args.out)
     print(f"wrote {md}")

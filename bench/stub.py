@@ -1,8 +1,8 @@
 """A backend far cheaper than any gateway: nginx answering fixed OpenAI- and Ollama-shaped bodies.
 
 nginx cannot look inside a request body, so streaming and non-streaming chat live under
-different prefixes (`/v1/...` answers JSON, `/stream/v1/...` answers SSE); the bench config
-gives the streaming model group the `/stream/v1` base. Embeddings are floats (the OpenAI SDK
+different prefixes (`/v1/...` answers JSON, `/stream/v1/...` answers a 20-event SSE stream,
+`/sse-long/v1/...` a 256-event one); the bench config gives each streaming model group its base. Embeddings are floats (the OpenAI SDK
 only decodes base64 when the answer holds strings, so floats satisfy its default request).
 """
 
@@ -21,6 +21,8 @@ from procs import wait_http
 
 EMBED_DIM = int(os.environ.get("BENCH_EMBED_DIM", "1024"))
 STREAM_TOKENS = 16
+# The long stream for the per-event cost: 252 tokens + role, finish, usage and [DONE] = 256.
+SSE_LONG_TOKENS = 252
 CHAT_TEXT = "The quick brown fox jumps over the lazy dog near the quiet river bank today."
 
 
@@ -47,7 +49,7 @@ def chat_body() -> dict:
     }
 
 
-def sse_body() -> str:
+def sse_body(tokens: int = STREAM_TOKENS) -> str:
     base = {
         "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
@@ -63,15 +65,21 @@ def sse_body() -> str:
             ],
         }
     ]
-    for i in range(STREAM_TOKENS):
+    for i in range(tokens):
         piece = (" " if i else "") + words[i % len(words)]
         events.append(
             {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
         )
     events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    events.append({**base, "choices": [], "usage": chat_body()["usage"]})
+    usage = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": 12 + tokens}
+    events.append({**base, "choices": [], "usage": usage})
     lines = [f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events]
     return "".join(lines) + "data: [DONE]\n\n"
+
+
+def sse_events(body: str) -> int:
+    """Events in an SSE body (each ends with a blank line), `data: [DONE]` included."""
+    return body.count("\n\n")
 
 
 def embeddings_body(dim: int = EMBED_DIM) -> dict:
@@ -140,9 +148,11 @@ def render_conf(run_dir: Path, port: int, www: Path) -> str:
     answers = {
         "/v1/chat/completions": ("application/json", _j(chat_body())),
         "/stream/v1/chat/completions": ("text/event-stream", sse_body()),
+        "/sse-long/v1/chat/completions": ("text/event-stream", sse_body(SSE_LONG_TOKENS)),
         "/v1/embeddings": ("application/json", _j(embeddings_body())),
         "/v1/models": ("application/json", _j(MODELS)),
         "/stream/v1/models": ("application/json", _j(MODELS)),
+        "/sse-long/v1/models": ("application/json", _j(MODELS)),
         "/api/embed": ("application/json", _j(ollama_embed_body())),
         "/api/embeddings": ("application/json", _j(ollama_embeddings_body())),
         "/api/tags": ("application/json", _j(TAGS)),

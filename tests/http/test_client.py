@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
+import random
 import socket
 import ssl
 import subprocess
@@ -194,12 +196,16 @@ async def test_unread_body_closes_instead_of_reusing() -> None:
 async def test_extra_bytes_after_the_answer_are_not_reused() -> None:
     async def handler(ex: Exchange) -> None:
         while (await ex.request())[0]:
-            ex.write(answer() + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            second = b"HTTP/1.1 404 Not Found\r\nX-Second: 1\r\nContent-Length: 2\r\n\r\nno"
+            ex.write(answer() + second)  # one write: the client parses both at once
 
     async with RawServer(handler) as server:
         pool = new_pool()
-        assert await get(pool, server.url) == (200, b"ok")
-        assert await get(pool, server.url) == (200, b"ok")
+        for _ in range(2):
+            response = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+            assert (response.status, await response.read(10)) == (200, b"ok")
+            assert "X-Second" not in response.headers
+            response.release()
         assert server.connections == 2
         await pool.close()
 
@@ -286,6 +292,16 @@ async def test_place_of_a_closed_connection_goes_to_the_next_waiter() -> None:
 
 
 @on_uvloop
+async def test_a_response_dropped_unreleased_frees_its_place() -> None:
+    async with RawServer(keep_answering()) as server:
+        pool = new_pool(per_host=1)
+        response = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        del response  # a caller's bug: neither released nor closed
+        assert await get(pool, server.url, Timeout(total=1, connect=1)) == (200, b"ok")
+        await pool.close()
+
+
+@on_uvloop
 async def test_idle_connections_are_reused_last_in_first_out() -> None:
     async with RawServer(keep_answering()) as server:
         pool = new_pool()
@@ -316,6 +332,42 @@ async def test_connection_closed_by_peer_while_idle_leaves_the_pool() -> None:
         assert pool._hosts[("http", "127.0.0.1", server.port)].idle == []
         assert await get(pool, server.url) == (200, b"ok")  # a new connection, no error
         assert server.connections == 2
+        await pool.close()
+
+
+@on_uvloop
+async def test_reused_connection_closed_before_reading_the_request_is_retried_fresh() -> None:
+    async def handler(ex: Exchange) -> None:
+        await ex.request()
+        ex.write(answer(b"first"))
+        await ex.request()
+        ex.close()  # closed as the request arrived (a keep-alive timeout race)
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        assert await get(pool, server.url) == (200, b"first")
+        assert await get(pool, server.url) == (200, b"first")  # on a new connection
+        assert server.connections == 2
+        await pool.close()
+
+
+@on_uvloop
+async def test_a_released_response_reads_nothing_of_the_next_answer() -> None:
+    async def handler(ex: Exchange) -> None:
+        for body in (b"first", b"second"):
+            await ex.request()
+            ex.write(answer(body))
+        await ex.request()
+
+    async with RawServer(handler) as server:
+        pool = new_pool(per_host=1)
+        first = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        assert await first.read(100) == b"first"
+        first.release()
+        second = await pool.request("GET", server.url, headers={}, body=None, timeout=T)
+        assert (await first.read(100), first.at_eof(), first.content_length) == (b"", True, 5)
+        assert [c async for c in first.chunks()] == []
+        assert await second.read(100) == b"second"
         await pool.close()
 
 
@@ -726,3 +778,67 @@ async def test_https_with_a_trusted_self_signed_certificate(
         await pool.close()
     finally:
         server.close()
+
+
+# --- bookkeeping under load ----------------------------------------------------------------
+
+
+@on_uvloop
+async def test_pool_bookkeeping_holds_under_concurrency_cancellation_and_closing_answers() -> None:
+    """Many callers over 4 connections: reused, error-closed, `Connection: close`d, unread,
+    cancelled at random points. No caller hangs and every place is accounted for."""
+    rng = random.Random(17)
+
+    async def handler(ex: Exchange) -> None:
+        while head := (await ex.request())[0]:
+            await asyncio.sleep(rng.random() * 0.003)
+            if b"/err" in head:
+                ex.write(answer(b"bad", "500 Internal Server Error"))
+            elif b"/close" in head:
+                ex.write(answer(b"bye", extra="Connection: close\r\n"))
+                ex.close()
+                return
+            elif b"/chunked" in head:
+                ex.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for _ in range(3):
+                    ex.write(b"3\r\nabc\r\n")
+                    await asyncio.sleep(0.001)
+                ex.write(b"0\r\n\r\n")
+            else:
+                ex.write(answer(b"x" * rng.randint(0, 300_000)))
+
+    async with RawServer(handler) as server:
+        pool = new_pool(per_host=4)
+
+        async def one(path: str, body: bytes, read: bool) -> None:
+            response = await pool.request(
+                "POST", server.url + path, headers={}, body=body, timeout=T
+            )
+            if read:
+                async for _ in response.chunks():
+                    pass
+            response.release()
+
+        outcomes: list[str] = []
+
+        async def caller() -> None:
+            path = rng.choice(["/ok", "/ok", "/err", "/close", "/chunked"])
+            task = asyncio.create_task(
+                one(path, b"y" * rng.randint(0, 100_000), rng.random() > 0.2)
+            )
+            if rng.random() < 0.2:
+                await asyncio.sleep(rng.random() * 0.02)
+                task.cancel()
+            try:
+                await task
+                outcomes.append("ok")
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+
+        for _ in range(3):
+            await asyncio.gather(*(caller() for _ in range(100)))
+            host = pool._hosts[("http", "127.0.0.1", server.port)]
+            assert host.waiters == collections.deque()
+            assert host.open == len(host.idle) == len(pool._all) <= 4
+        assert outcomes.count("ok") > 200  # no caller failed; the others were cancelled
+        await pool.close()

@@ -62,6 +62,11 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
     body = request.body
+    whole = body.whole()
+    if whole is not None:  # came with its head: nothing to wait for
+        if len(whole) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return whole
     async with reading_body(timeout):
         chunks: list[bytes] = []
         size = 0

@@ -12,6 +12,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
@@ -50,11 +51,21 @@ def record_usage(group: str, body: bytes) -> None:
     add_tokens(group, counts.get(b"prompt_tokens"), counts.get(b"completion_tokens"))
 
 
+_TOKEN_SERIES: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def add_tokens(group: str, prompt: object, completion: object) -> None:
+    key = (group, metrics.CONSUMER.get())
+    series = _TOKEN_SERIES.get(key)
+    if series is None:  # bounded: groups x consumers
+        series = _TOKEN_SERIES[key] = (
+            metrics.PROMPT_TOKENS.labels(*key),
+            metrics.COMPLETION_TOKENS.labels(*key),
+        )
     if isinstance(prompt, int) and prompt > 0:
-        metrics.PROMPT_TOKENS.labels(group, metrics.CONSUMER.get()).inc(prompt)
+        series[0].inc(prompt)
     if isinstance(completion, int) and completion > 0:
-        metrics.COMPLETION_TOKENS.labels(group, metrics.CONSUMER.get()).inc(completion)
+        series[1].inc(completion)
 
 
 async def read_all(up: Upstream, limit: int | None = None) -> bytes:

@@ -115,6 +115,7 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.busy = False  # a request is in flight; bytes at other times are unsolicited
+        self.used = False  # has carried a request before
         self.buffer: collections.deque[bytes] = collections.deque()  # empty between answers
         self.reset(head=False)
 
@@ -182,8 +183,8 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        if self.complete:
-            self.clean = False  # a second answer to one request
+        if self.complete:  # a second answer to one request: parse none of it
+            raise InvalidResponse("bytes after the answer")
 
     def on_status(self, status: bytes) -> None:
         self.reason += status.decode("latin-1")
@@ -324,23 +325,47 @@ class _Connection(asyncio.Protocol):
             await self.wait(deadline, idle)
 
 
+class _Done:
+    """Stands in for a connection gone back to the pool: its answer was read whole, and
+    whatever it carries next belongs to another request."""
+
+    complete = True
+    closed = True
+    buffer = ()
+
+    async def next_chunk(self, deadline: float, idle: float | None) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+_DONE = _Done()
+
+
 class Response:
     """An answer whose body is read on demand; `release` or `close` it when done."""
 
-    __slots__ = ("_conn", "_deadline", "_idle", "_released", "headers", "reason", "status")
+    __slots__ = (
+        "_conn",
+        "_deadline",
+        "_idle",
+        "_released",
+        "content_length",
+        "headers",
+        "reason",
+        "status",
+    )
 
     def __init__(self, conn: _Connection, deadline: float, idle: float | None) -> None:
-        self._conn = conn
+        self._conn: _Connection | _Done = conn
         self._deadline = deadline
         self._idle = idle
         self._released = False
         self.status = conn.status
         self.reason = conn.reason
         self.headers = Headers(conn.fields)
-
-    @property
-    def content_length(self) -> int | None:
-        return self._conn.length
+        self.content_length = conn.length
 
     def at_eof(self) -> bool:
         conn = self._conn
@@ -350,7 +375,8 @@ class Response:
         """The whole body; BodyTooLarge past `limit` bytes (counted as they arrive)."""
         conn = self._conn
         try:
-            if conn.length is not None and conn.length > limit and not conn.complete:
+            length = self.content_length
+            if length is not None and length > limit and not conn.complete:
                 raise BodyTooLarge(limit)
             parts: list[bytes] = []
             size = 0
@@ -373,7 +399,7 @@ class Response:
             self.close()
             raise
         if len(chunk) > n:
-            conn.buffer.appendleft(chunk[n:])
+            conn.buffer.appendleft(chunk[n:])  # type: ignore[union-attr]
             conn.buffered += len(chunk) - n
             chunk = chunk[:n]
         return chunk
@@ -398,6 +424,7 @@ class Response:
             and not conn.closed
         ):
             conn.busy = False
+            self._conn = _DONE
             conn.pool.put(conn)
         else:
             conn.close()
@@ -408,8 +435,9 @@ class Response:
         self._conn.close()
 
     def __del__(self) -> None:
-        if not self._released:  # never handed back: do not hold the host's place forever
-            self._conn.close()
+        conn = self._conn
+        if not self._released and not conn.closed and not conn.loop.is_closed():
+            conn.close()  # never handed back: do not hold the host's place forever
 
 
 class _Chunks:
@@ -463,32 +491,20 @@ class Pool:
         deadline = loop.time() + timeout.total
         target = self._target(url)
         head = _head(method, target, headers, body)
-        conn = await self._acquire(target.key, deadline, timeout.connect)
-        conn.reset(head=method == "HEAD")
-        conn.busy = True
-        try:
-            transport = conn.transport
-            if body is None or isinstance(body, _BYTES):
-                if body and len(body) > SMALL_BODY:
-                    transport.write(head)  # type: ignore[union-attr]
-                    transport.write(body)  # type: ignore[union-attr]
-                else:
-                    transport.write(head + body if body else head)  # type: ignore[union-attr]
-                if conn.write_paused:
-                    await conn.drain(deadline)
-            else:
-                transport.write(head)  # type: ignore[union-attr]
-                await _send_chunked(conn, body, deadline)
-            if conn.head_done and conn.write_paused:
-                conn.clean = False  # answered before our body was sent
-            while not conn.head_done and conn.error is None:
-                await conn.wait(deadline, timeout.idle)
-            if not conn.head_done:
-                raise conn.error  # type: ignore[misc]
-        except BaseException:
-            conn.close()
-            raise
-        return Response(conn, deadline, timeout.idle)
+        while True:
+            conn = await self._acquire(target.key, deadline, timeout.connect)
+            reused, conn.used = conn.used, True
+            try:
+                await _exchange(conn, method, head, body, deadline, timeout.idle)
+            except ServerDisconnected:
+                conn.close()
+                if reused and not conn.data_bytes and not isinstance(body, AsyncIterable):
+                    continue  # closed as it went idle, before reading us: try a fresh one
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return Response(conn, deadline, timeout.idle)
 
     async def close(self) -> None:
         """Close every connection, idle or in use; waiters get a ClientError."""
@@ -616,6 +632,37 @@ class Pool:
                 waiter.set_result(None)  # the place stays counted, now the waiter's
                 return
         host.open -= 1
+
+
+async def _exchange(
+    conn: _Connection,
+    method: str,
+    head: bytes,
+    body: bytes | AsyncIterable[bytes] | None,
+    deadline: float,
+    idle: float | None,
+) -> None:
+    """Send the request on `conn` and wait for the answer's head."""
+    conn.reset(head=method == "HEAD")
+    conn.busy = True
+    transport = conn.transport
+    if body is None or isinstance(body, _BYTES):
+        if body and len(body) > SMALL_BODY:
+            transport.write(head)  # type: ignore[union-attr]
+            transport.write(body)  # type: ignore[union-attr]
+        else:
+            transport.write(head + body if body else head)  # type: ignore[union-attr]
+        if conn.write_paused:
+            await conn.drain(deadline)
+    else:
+        transport.write(head)  # type: ignore[union-attr]
+        await _send_chunked(conn, body, deadline)
+    if conn.head_done and conn.write_paused:
+        conn.clean = False  # answered before our body was sent
+    while not conn.head_done and conn.error is None:
+        await conn.wait(deadline, idle)
+    if not conn.head_done:
+        raise conn.error  # type: ignore[misc]
 
 
 def _head(

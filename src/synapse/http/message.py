@@ -71,6 +71,14 @@ class Body:
             waiter.set_result(None)
 
     # -- the handler's side --------------------------------------------------------------
+    def whole(self) -> bytes | None:
+        """The body, when it has all arrived and none was read yet (no wait: the usual case)."""
+        if not self.complete or self._error is not None:
+            return None
+        buffer, self._buffer = self._buffer, []
+        self._connection.want_body()
+        return buffer[0] if len(buffer) == 1 else b"".join(buffer)
+
     async def chunk(self) -> bytes:
         """The next piece of the body; b"" once it is whole."""
         while not self._buffer:

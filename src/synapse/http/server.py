@@ -93,6 +93,7 @@ class Connection(asyncio.Protocol):
         self._queue: collections.deque[Request | _Refused] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._current: Request | None = None
+        self._more: asyncio.Future[None] | None = None  # set when a request is queued
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading = True
@@ -204,8 +205,7 @@ class Connection(asyncio.Protocol):
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED:
             self._pause()
-        if self._task is None:
-            self._task = self.loop.create_task(self._answer())
+        self._wake()
 
     def on_body(self, data: bytes) -> None:
         request = self._parsing
@@ -221,9 +221,15 @@ class Connection(asyncio.Protocol):
 
     # -- answering ---------------------------------------------------------------------------
     async def _answer(self) -> None:
-        """Answer queued requests in order until the queue is empty or the connection ends."""
+        """Answer queued requests in order; between them, wait for the next (one task per
+        connection, not per request). Ends when the connection does."""
         try:
-            while self._queue and not self._lost:
+            while not self._lost:
+                if not self._queue:
+                    self._arm_idle()
+                    self._more = self.loop.create_future()
+                    await self._more
+                    continue
                 item = self._queue.popleft()
                 if len(self._queue) <= MAX_PIPELINED:
                     self.want_body()
@@ -255,8 +261,14 @@ class Connection(asyncio.Protocol):
                     return
         finally:
             self._task = None
-        if not self._lost:
-            self._arm_idle()
+            self._current = None
+
+    def _wake(self) -> None:
+        """A request (or a refusal) was queued: start or wake the answering task."""
+        if self._task is None:
+            self._task = self.loop.create_task(self._answer())
+        elif self._more is not None and not self._more.done():
+            self._more.set_result(None)
 
     def _must_close(self, request: Request) -> bool:
         return (
@@ -273,11 +285,14 @@ class Connection(asyncio.Protocol):
             body = b""
         else:
             headers["Content-Length"] = str(len(body))
-        self.write_head(request, response.status, headers)
-        if body and (request is None or request.method != "HEAD"):
-            self.write(body)
+        if request is not None and request.method == "HEAD":
+            body = b""
+        self.write_head(request, response.status, headers, body)
 
-    def write_head(self, request: Request | None, status: int, headers: dict[str, str]) -> None:
+    def write_head(
+        self, request: Request | None, status: int, headers: dict[str, str], body: bytes = b""
+    ) -> None:
+        """The status line and headers, and `body` in the same write (one syscall)."""
         close = request is None or self._must_close(request)
         lines = [
             b"HTTP/1.1 %d %b\r\nServer: synapse\r\nDate: %b\r\n"
@@ -291,6 +306,8 @@ class Connection(asyncio.Protocol):
         elif request is not None and request.version == "1.0":
             lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
+        if body:
+            lines.append(body)
         self.write(b"".join(lines))
 
     def write(self, data: bytes) -> None:
@@ -346,8 +363,7 @@ class Connection(asyncio.Protocol):
             self._close_after = True
             return
         self._queue.append(_Refused(status, message))
-        if self._task is None:
-            self._task = self.loop.create_task(self._answer())
+        self._wake()
 
     def _stop_parsing(self) -> None:
         self._broken = True
@@ -375,7 +391,7 @@ class Connection(asyncio.Protocol):
         self._head_timer = self._idle_timer = None
 
     def is_idle(self) -> bool:
-        return self._task is None and not self._queue and self._parsing is None
+        return self._current is None and not self._queue and self._parsing is None
 
     def _close(self) -> None:
         self._cancel_timers()

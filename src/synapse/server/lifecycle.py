@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from synapse.http.server import Limits, Server
 from synapse.server.app import main_app, metrics_app, ollama_app
 
 log = logging.getLogger("synapse")
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython default: 700)
 
 
 def _fingerprint(path: Path) -> tuple[int, int, int] | None:
@@ -79,6 +81,11 @@ async def serve(
     ]
     for warning in gateway.config.warnings:
         log.warning(warning, extra={"fields": {"event": "config_warning"}})
+    # What start-up built (config, router, metric families, modules) lives for the process: out
+    # of the collector's sight, and young-generation collections less often, as requests leave
+    # little garbage that reference counting does not already free.
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     log.info(
         "ready", extra={"fields": {"pid": os.getpid(), "models": sorted(gateway.config.groups)}}
     )
