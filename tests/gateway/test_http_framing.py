@@ -262,6 +262,14 @@ def test_a_stream_to_an_http_1_0_client_is_close_delimited(gw: Gateway) -> None:
         assert wire.eof
 
 
+def test_empty_lines_that_begin_no_request_still_time_out(gw: Gateway) -> None:
+    """Found by the fuzz test: CRLFs before a request line are skipped by the parser, so no
+    request begins; the connection must still end (header_read_timeout is 1 s here)."""
+    with Wire(gw.port) as wire:
+        wire.send(b"\r\n\r\n")
+        assert wire.closed() or wire.reply().status == 408
+
+
 @pytest.fixture
 def short_keepalive(make_gateway, openai_backend: Backend, ollama_backend: Backend) -> Gateway:
     return make_gateway(routing_config(openai_backend, ollama_backend, keepalive_timeout=0.5))
