@@ -10,6 +10,8 @@ and generate with a final `done: true` line). Behaviour is switched at run time 
   error500    every inference call answers 500
   hang        accept the request, never answer
   cut_stream  streams send two chunks, then the process drops the connection
+  cut_body    inference calls answer 200 with a Content-Length, send half of it, then drop
+              the connection (a process dying mid-answer)
   slow        answer after `delay` seconds
   busy        answer 429
   fail_once   answer 503 once, then behave as ok
@@ -113,6 +115,14 @@ async def behave(request: web.Request) -> web.StreamResponse | None:
             body=gzip_bomb(int(STATE.get("gzip_mib", 256))),  # type: ignore[call-overload]
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
+    if mode == "cut_body":
+        part = b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": ['
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 2 * len(part)
+        await response.prepare(request)
+        await response.write(part)
+        request.transport.close()  # type: ignore[union-attr]
+        return response
     if mode == "hang":
         await asyncio.sleep(3600)
     if mode == "slow":
