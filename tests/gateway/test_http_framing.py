@@ -460,16 +460,27 @@ def test_a_stream_broken_after_its_first_byte_ends_without_the_terminator(
 # -- half-closed sockets and peers that stop mid-message ----------------------------------
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["whole answer", "streamed answer"])
-def test_a_half_closed_client_still_gets_the_whole_answer(gw: Gateway, stream: bool) -> None:
+def test_a_half_closed_client_is_gone_and_its_backend_request_cancelled(
+    gw: Gateway, openai_backend: Backend
+) -> None:
+    """A FIN reads the same whether the client will still read or not; as nginx and Go do,
+    it means the client left, so no backend keeps generating for nobody (a design choice:
+    no real OpenAI or Ollama client half-closes)."""
     request_id = uuid.uuid4().hex
-    with Wire(gw.port) as wire:
-        wire.send(chat(request_id, stream=stream))
-        wire.sock.shutdown(socket.SHUT_WR)
-        reply = wire.reply()
-    assert reply.status == 200 and reply.complete
-    assert request_id.encode() in reply.body
-    assert reply.body.endswith(b"data: [DONE]\n\n") if stream else reply.json()["choices"]
+    before = len(raw.request_lines(gw.log))
+    openai_backend.control(mode="slow", delay=3.0)
+    try:
+        started = time.monotonic()
+        with Wire(gw.port) as wire:
+            wire.send(chat(request_id))
+            time.sleep(0.2)  # the request is with the backend
+            wire.sock.shutdown(socket.SHUT_WR)
+            assert wire.closed()  # no answer: the handler was cancelled
+        line = raw.wait_for_lines(gw, before + 1)[before]
+        assert line["request_id"] == request_id and line["status"] == 499, line
+        assert time.monotonic() - started < 2.5  # before the backend would have answered
+    finally:
+        openai_backend.control(mode="ok")
 
 
 def test_a_client_gone_mid_body_is_logged_and_the_gateway_stays_healthy(gw: Gateway) -> None:

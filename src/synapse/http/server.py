@@ -88,6 +88,10 @@ class Connection(asyncio.Protocol):
         self._target = bytearray()
         self._fields: list[tuple[str, str]] = []
         self._head_size = 0
+        self._in_head = False  # a message began and its head is not complete
+        self._head_bytes = 0  # bytes of the head in progress received so far
+        self._head_start = 0  # where in the current read it began (bytes of earlier messages)
+        self._accounted = 0  # bytes of the current read that earlier messages account for
         self._parsing: Request | None = None
         # requests parsed and waiting, and the task answering them
         self._queue: collections.deque[Request | _Refused] = collections.deque()
@@ -143,24 +147,52 @@ class Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        began_before = self._in_head
+        if began_before:
+            # httptools holds an unfinished field whole: bound the head as it arrives
+            self._head_bytes += len(data)
+        elif self._head_timer is None and self._parsing is None:
+            # bytes between requests start the head clock, even those (blank lines) that
+            # llhttp skips without beginning a message
+            self._head_timer = self.loop.call_later(
+                self.limits.header_read_timeout, self._head_late
+            )
+        self._accounted = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._close_after = True  # no upgrades: the request is answered, then closed
             self._stop_parsing()
+            return
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if not isinstance(refused, _Refused):
                 raise
             self._refuse(refused.status, refused.message)
+            return
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(400, "malformed HTTP request (invalid method)")
+            return
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request ({_parse_error(exc)})")
+            reason = _parse_error(exc)
+            if reason.startswith("Invalid HTTP version"):
+                self._refuse(505, "HTTP version not supported; use HTTP/1.1")
+            else:
+                self._refuse(400, f"malformed HTTP request ({reason})")
+            return
+        if self._in_head and not began_before:  # began in this read: not its earlier bytes
+            self._head_bytes = len(data) - self._head_start
+        if self._in_head and self._head_bytes > MAX_TARGET + MAX_HEAD:
+            self._refuse(431, f"request head larger than {MAX_HEAD} bytes")
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._target.clear()
         self._fields = []
         self._head_size = 0
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_start = self._accounted
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(
                 self.limits.header_read_timeout, self._head_late
@@ -180,6 +212,8 @@ class Connection(asyncio.Protocol):
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._accounted += self._head_size + len(self._target) + 16
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -208,6 +242,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, data: bytes) -> None:
+        self._accounted += len(data)
         request = self._parsing
         if request is not None:
             request.body.feed(data)
