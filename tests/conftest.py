@@ -189,6 +189,12 @@ def routing_config(openai: Backend | None, ollama: Backend | None, **settings: A
     }
 
 
+def impatient_gateway(openai: Backend, ollama: Backend, directory: Path, seconds: float) -> Gateway:
+    """A gateway whose request heads and bodies must arrive within `seconds` (framing tests)."""
+    config = routing_config(openai, ollama, header_read_timeout=seconds, body_read_timeout=seconds)
+    return Gateway(config, directory)
+
+
 def one_chat_deployment(backend: Backend, **params: Any) -> list[dict[str, Any]]:
     """A model_list of one OpenAI-compatible chat deployment (`llama-gpu`) on `backend`."""
     return [

@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
+from tests.conftest import MASTER_KEY, Backend, Gateway, impatient_gateway, routing_config
 from tests.gateway import raw
 from tests.gateway.h1 import Reply, Wire
 
@@ -35,10 +35,9 @@ MARKER = b"X-Marker: do-not-echo-7f3a"  # in every refused request: never in an 
 def gw(
     openai_backend: Backend, ollama_backend: Backend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    config = routing_config(
-        openai_backend, ollama_backend, header_read_timeout=1, body_read_timeout=1
+    gateway = impatient_gateway(
+        openai_backend, ollama_backend, tmp_path_factory.mktemp("framing"), 1
     )
-    gateway = Gateway(config, tmp_path_factory.mktemp("framing"))
     yield gateway
     gateway.stop()
 
@@ -470,15 +469,13 @@ def test_a_half_closed_client_is_gone_and_its_backend_request_cancelled(
     before = len(raw.request_lines(gw.log))
     openai_backend.control(mode="slow", delay=3.0)
     try:
-        started = time.monotonic()
         with Wire(gw.port) as wire:
             wire.send(chat(request_id))
             time.sleep(0.2)  # the request is with the backend
             wire.sock.shutdown(socket.SHUT_WR)
             assert wire.closed()  # no answer: the handler was cancelled
         line = raw.wait_for_lines(gw, before + 1)[before]
-        assert line["request_id"] == request_id and line["status"] == 499, line
-        assert time.monotonic() - started < 2.5  # before the backend would have answered
+        assert line["request_id"] == request_id and line["status"] == 499, line  # not its 200
     finally:
         openai_backend.control(mode="ok")
 

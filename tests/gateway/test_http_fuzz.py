@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
+from tests.conftest import MASTER_KEY, Backend, Gateway, impatient_gateway
 from tests.gateway import raw
 from tests.gateway.h1 import Wire
 
@@ -142,10 +142,9 @@ def mutated_requests(draw: st.DrawFn) -> tuple[str, bytes]:
 def fuzz_gw(
     openai_backend: Backend, ollama_backend: Backend, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    config = routing_config(
-        openai_backend, ollama_backend, header_read_timeout=0.5, body_read_timeout=0.5
+    gateway = impatient_gateway(
+        openai_backend, ollama_backend, tmp_path_factory.mktemp("http-fuzz"), 0.5
     )
-    gateway = Gateway(config, tmp_path_factory.mktemp("http-fuzz"))
     yield gateway
     gateway.stop()
 
