@@ -34,6 +34,12 @@ def openai_error_body(error: GatewayError) -> bytes:
     )
 
 
+def framing_error(status: int, message: str) -> Response:
+    """The answer to a request the framing layer refused (no path to choose a protocol by)."""
+    error = (BadRequest if status < 500 else GatewayError)(message, status=status)
+    return Response(openai_error_body(error), status, {"Content-Type": JSON})
+
+
 def error_response(error: GatewayError, path: str) -> Response:
     if is_ollama_path(path):
         body = orjson.dumps({"error": error.message})

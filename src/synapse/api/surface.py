@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from synapse import logs, metrics
 from synapse.api import cors
-from synapse.api.protocol import error_response, openai_error_body
+from synapse.api.protocol import error_response, framing_error
 from synapse.consumers.identify import ANONYMOUS, identify, is_master, presented_key
 from synapse.consumers.limits import LIMITS
 from synapse.errors import BadRequest, GatewayError, RouteNotFound
@@ -104,9 +104,8 @@ class Surface:
 
     def refused(self, status: int, message: str) -> Response:
         """The answer to a request the framing layer refused, logged like any other."""
-        error = (BadRequest if status < 500 else GatewayError)(message, status=status)
         record(Trace(uuid.uuid4().hex), method="", path="", status=status, error=message)
-        return Response(openai_error_body(error), status, content_type="application/json")
+        return framing_error(status, message)
 
 
 def _route_error(request: Request, no_route: NoRoute) -> GatewayError:

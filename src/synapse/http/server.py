@@ -38,7 +38,6 @@ App = Callable[[Request], Awaitable[Response | StreamResponse]]
 FramingError = Callable[[int, str], Response]
 
 log = logging.getLogger("synapse")
-SERVER = "synapse"  # no version banner
 MAX_TARGET = 8 * 1024
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 100

@@ -16,11 +16,9 @@ import signal
 from pathlib import Path
 
 from synapse import logs
-from synapse.api.protocol import openai_error_body
-from synapse.errors import GatewayError
+from synapse.api.protocol import framing_error
 from synapse.gateway import Gateway
 from synapse.health.checker import run_forever as health_checks
-from synapse.http.message import Response
 from synapse.http.server import Limits, Server
 from synapse.server.app import main_app, metrics_app, ollama_app
 
@@ -60,7 +58,7 @@ async def serve(
     if ollama_port:
         listeners.append((ollama, ollama.refused, ollama_port, "ollama"))
     if metrics_port:
-        listeners.append((metrics_app, _refused_quietly, metrics_port, "metrics"))
+        listeners.append((metrics_app, framing_error, metrics_port, "metrics"))
     limits = Limits(settings.header_read_timeout, settings.keepalive_timeout)
     for app, refused, listen_port, name in listeners:
         server = Server(app, refused, limits, lambda: gateway.config.settings.write_timeout)
@@ -106,8 +104,3 @@ async def serve(
     await gateway.stop()
     logs.REQUESTS.flush()
     log.info("stopped", extra={"fields": {"pid": os.getpid()}})
-
-
-def _refused_quietly(status: int, message: str) -> Response:
-    error = GatewayError(message, status=status)
-    return Response(openai_error_body(error), status, content_type="application/json")
