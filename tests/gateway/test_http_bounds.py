@@ -12,9 +12,11 @@ import time
 
 import httpx
 import orjson
+import pytest
 
-from tests.conftest import MASTER_KEY, Gateway
+from tests.conftest import MASTER_KEY, Backend, Gateway, one_chat_deployment, routing_config
 from tests.gateway.h1 import Wire
+from tests.gateway.scripted import Peer, ScriptedBackend
 
 AUTH = f"Authorization: Bearer {MASTER_KEY}".encode()
 PROBE_LIMIT = 2.0  # seconds a liveness probe may take while a hostile request is handled
@@ -81,3 +83,134 @@ def test_tiny_chunks_do_not_stall_the_loop(gateway: Gateway) -> None:
     assert reply.json()["choices"][0]["message"]["content"]
     assert probe.answers > 0
     assert probe.slowest < PROBE_LIMIT, f"liveness waited {probe.slowest:.1f}s behind the body"
+
+
+# --- finding 12: RFC 9112 conformance -------------------------------------------------------
+
+
+def models_request(*lines: bytes, target: bytes = b"/v1/models", version: bytes = b"1.1") -> bytes:
+    request_line = b"GET " + target + b" HTTP/" + version
+    return b"\r\n".join([request_line, AUTH, *lines]) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("hosts", [(), (b"Host: x", b"Host: y")], ids=["no-host", "two-hosts"])
+def test_host_missing_or_repeated_is_400(gateway: Gateway, hosts: tuple[bytes, ...]) -> None:
+    with Wire(gateway.port) as wire:
+        wire.send(models_request(*hosts) + models_request(b"Host: x"))
+        reply = wire.reply()
+        assert reply.status == 400 and reply.closes
+        assert "Host" in reply.json()["error"]["message"]
+        assert wire.closed()  # the request behind it is never parsed
+    with Wire(gateway.port) as wire:  # the same request with one Host is served
+        wire.send(models_request(b"Host: x"))
+        assert wire.reply().status == 200
+
+
+def test_http10_without_host_is_served(gateway: Gateway) -> None:
+    with Wire(gateway.port) as wire:
+        wire.send(models_request(version=b"1.0"))
+        assert wire.reply().status == 200
+
+
+def test_http10_with_transfer_encoding_is_the_last_request(
+    gateway: Gateway, openai_backend: Backend
+) -> None:
+    body = chat_json()
+    chunked = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    first = b"\r\n".join(
+        [
+            b"POST /v1/chat/completions HTTP/1.0",
+            b"Host: x",
+            AUTH,
+            b"Connection: keep-alive",
+            b"Content-Type: application/json",
+            b"Transfer-Encoding: chunked",
+        ]
+    )
+    behind = models_request(b"Host: x", b"X-Request-ID: behind-te-10")
+    with Wire(gateway.port) as wire:
+        wire.send(first + b"\r\n\r\n" + chunked + behind)
+        reply = wire.reply()
+        assert reply.status == 200 and reply.closes
+        assert wire.closed()  # the pipelined request is not answered
+    time.sleep(0.2)
+    assert "behind-te-10" not in gateway.log
+
+
+def test_absolute_form_target_is_routed_by_its_path(gateway: Gateway) -> None:
+    body = chat_json()
+    request = b"\r\n".join(
+        [
+            b"POST http://gateway.example:4000/v1/chat/completions HTTP/1.1",
+            b"Host: gateway.example:4000",
+            AUTH,
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+        ]
+    )
+    with Wire(gateway.port) as wire:
+        wire.send(
+            request
+            + b"\r\n\r\n"
+            + body
+            + models_request(b"Host: x", target=b"HTTP://x/v1/models?a=1")
+        )
+        reply = wire.reply()
+        assert reply.status == 200, reply.body
+        assert reply.json()["object"] == "chat.completion"
+        assert wire.reply().json()["object"] == "list"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_upgrade_on_a_post_is_ignored_and_the_body_read(gateway: Gateway, framing: str) -> None:
+    body = chat_json()
+    if framing == "length":
+        lines, payload = [b"Content-Length: %d" % len(body)], body
+    else:
+        lines, payload = (
+            [b"Transfer-Encoding: chunked"],
+            b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body),
+        )
+    request = b"\r\n".join(
+        [
+            b"POST /v1/chat/completions HTTP/1.1",
+            b"Host: x",
+            AUTH,
+            b"Connection: Upgrade",
+            b"Upgrade: websocket",
+            b"Content-Type: application/json",
+            *lines,
+        ]
+    )
+    with Wire(gateway.port) as wire:
+        # twice on one connection, then a plain request: the connection stays in step
+        wire.send((request + b"\r\n\r\n" + payload) * 2 + models_request(b"Host: x"))
+        for _ in range(2):
+            reply = wire.reply()
+            assert reply.status == 200, reply.body
+            assert reply.json()["object"] == "chat.completion"
+            assert not reply.closes
+        assert wire.reply().json()["object"] == "list"
+
+
+async def _switching_protocols(peer: Peer) -> None:
+    while await peer.request():
+        await peer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+        )
+
+
+def test_backend_answering_101_is_a_bad_answer(make_gateway) -> None:
+    with ScriptedBackend(_switching_protocols) as backend:
+        config = routing_config(None, None)
+        config["model_list"] = one_chat_deployment(backend)  # type: ignore[arg-type]
+        gw = make_gateway(config)
+        answer = httpx.post(
+            gw.url + "/v1/chat/completions",
+            content=chat_json(),
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=10,
+        )
+    assert answer.status_code == 502, answer.text
+    assert "invalid HTTP answer" in answer.json()["error"]["message"]
+    assert "Fatal error" not in gw.log and "Traceback" not in gw.log

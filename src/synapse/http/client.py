@@ -147,9 +147,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not self.complete:
-                self.error = InvalidResponse(f"invalid answer: {exc}")
+                # a 101 (llhttp stops at it): we never ask to switch protocols
+                why = "101 not asked for" if isinstance(exc, httptools.HttpParserUpgrade) else exc
+                self.error = InvalidResponse(f"invalid answer: {why}")
             self.clean = False
             self.close()
             self.wake()

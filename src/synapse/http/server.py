@@ -10,6 +10,10 @@ Rules, all tested in tests/gateway/test_http_*.py:
   sizes; a transfer coding other than `chunked` is a 501, an HTTP version other than 1.x a 505.
 * A head must arrive whole within `header_read_timeout` of its first byte; an idle
   connection is closed after `keepalive_timeout`.
+* RFC 9112: an HTTP/1.1 request without Host, or any with two, is a 400; an absolute-form
+  target (`POST http://host/v1/...`) is routed by its path, its authority taking Host's place;
+  a request that ends the connection (HTTP/1.0 with Transfer-Encoding, `Connection: close`)
+  is the last one parsed; an `Upgrade` (unsupported) is ignored and the body read as framed.
 * A body is read only when the handler asks for it (`Expect: 100-continue` answered then); a
   response given before the body was whole closes the connection after it.
 * A client leaving (or half-closing: a FIN looks the same) cancels its handler, and the
@@ -73,6 +77,10 @@ class _Refused(Exception):
         self.message = message
 
 
+class _LastRequest(Exception):
+    """Raised after a request that ends the connection: llhttp parses nothing after it."""
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parse, queue, hand to the app in order, write the answers."""
 
@@ -87,6 +95,9 @@ class Connection(asyncio.Protocol):
         self._target = bytearray()
         self._fields: list[tuple[str, str]] = []
         self._head_size = 0
+        self._hosts = 0  # Host fields in the head being parsed
+        self._upgrade = False  # llhttp will stop after this head (Upgrade): see _ignore_upgrade
+        self._priming = False  # a fresh parser reads a made-up head: no request of its own
         self._in_head = False  # a message began and its head is not complete
         self._head_bytes = 0  # bytes of the head in progress received so far
         self._head_start = 0  # where in the current read it began (bytes of earlier messages)
@@ -141,8 +152,12 @@ class Connection(asyncio.Protocol):
         self._write_paused = None
 
     def data_received(self, data: bytes) -> None:
-        if self._broken:
-            return
+        while data and not self._broken:
+            data = self._parse(data)
+
+    def _parse(self, data: bytes) -> bytes:
+        """Feed `data` to the parser; what follows an ignored upgrade's head is returned, to be
+        parsed in turn (a loop, not recursion: a read may hold many such requests)."""
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -159,36 +174,65 @@ class Connection(asyncio.Protocol):
         self._accounted = 0
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._close_after = True  # no upgrades: the request is answered, then closed
-            self._stop_parsing()
-            return
+        except httptools.HttpParserUpgrade as exc:
+            if not self._upgrade:  # CONNECT: answered (404), then closed
+                self._close_after = True
+                self._stop_parsing()
+                return b""
+            self._ignore_upgrade()
+            return data[exc.args[0] :]
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
+            if isinstance(refused, _LastRequest):
+                self._broken = True  # still read, so a client leaving is seen, but parse no more
+                return b""
             if not isinstance(refused, _Refused):
                 raise
             self._refuse(refused.status, refused.message)
-            return
+            return b""
         except httptools.HttpParserInvalidMethodError:
             self._refuse(400, "malformed HTTP request (invalid method)")
-            return
+            return b""
         except httptools.HttpParserError as exc:
             reason = _parse_error(exc)
             if reason.startswith("Invalid HTTP version"):
                 self._refuse(505, "HTTP version not supported; use HTTP/1.1")
             else:
                 self._refuse(400, f"malformed HTTP request ({reason})")
-            return
+            return b""
         if self._in_head and not began_before:  # began in this read: not its earlier bytes
             self._head_bytes = len(data) - self._head_start
         if self._in_head and self._head_bytes > MAX_TARGET + MAX_HEAD:
             self._refuse(431, f"request head larger than {MAX_HEAD} bytes")
+        return b""
+
+    def _ignore_upgrade(self) -> None:
+        """llhttp stops after the head of a request asking to upgrade, its body unread. Upgrades
+        are not supported (RFC 9110: a server may ignore one), so the body is read as its head
+        frames it: a fresh parser is primed with a head of the same framing, then fed the rest.
+        """
+        self._upgrade = False
+        request = self._parsing
+        assert request is not None
+        if request.headers.get("Transfer-Encoding") is not None:  # only chunked gets this far
+            framing = b"Transfer-Encoding: chunked"
+        else:
+            framing = b"Content-Length: %d" % (request.content_length or 0)
+        self._parser = httptools.HttpRequestParser(self)
+        self._priming = True
+        try:
+            self._parser.feed_data(b"PUT / HTTP/1.1\r\n%b\r\n\r\n" % framing)
+        finally:
+            self._priming = False
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._priming:
+            return
         self._target.clear()
         self._fields = []
         self._head_size = 0
+        self._hosts = 0
         self._in_head = True
         self._head_bytes = 0
         self._head_start = self._accounted
@@ -198,19 +242,27 @@ class Connection(asyncio.Protocol):
             )
 
     def on_url(self, url: bytes) -> None:
+        if self._priming:
+            return
         self._target += url
         if len(self._target) > MAX_TARGET:
             raise _Refused(414, f"request target longer than {MAX_TARGET} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._priming:
+            return
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _Refused(431, f"request head larger than {MAX_HEAD} bytes")
         if len(self._fields) >= MAX_FIELDS:
             raise _Refused(431, f"more than {MAX_FIELDS} header fields")
+        if len(name) == 4 and name.lower() == b"host":
+            self._hosts += 1
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self._priming:
+            return
         self._in_head = False
         self._accounted += self._head_size + len(self._target) + 16
         if self._head_timer is not None:
@@ -220,20 +272,28 @@ class Connection(asyncio.Protocol):
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise _Refused(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            raise _Refused(400, "an HTTP/1.1 request needs exactly one Host header field")
+        target = self._target.decode("latin-1")
+        if target[:1] != "/":
+            target = self._origin_form(target)
         headers = Headers(self._fields)
         coding = headers.get("Transfer-Encoding")
         if coding is not None and coding.strip().lower() != "chunked":
             raise _Refused(501, "the only transfer coding accepted is chunked")
         expect = (headers.get("Expect") or "").strip().lower() == "100-continue"
+        method = parser.get_method().decode("ascii")
         request = Request(
             self,
-            parser.get_method().decode("ascii"),
-            self._target.decode("latin-1"),
+            method,
+            target,
             version,
             headers,
-            parser.should_keep_alive(),
+            # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding has faulty framing: close after it
+            parser.should_keep_alive() and not (coding is not None and version == "1.0"),
             Body(self, expect_continue=expect and version == "1.1"),
         )
+        self._upgrade = parser.should_upgrade() and method != "CONNECT"
         self._parsing = request
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED:
@@ -249,9 +309,25 @@ class Connection(asyncio.Protocol):
                 self._pause()
 
     def on_message_complete(self) -> None:
-        if self._parsing is not None:
-            self._parsing.body.finish()
-            self._parsing = None
+        request = self._parsing
+        if request is None or self._upgrade:  # an upgrade's body is still to come
+            return
+        request.body.finish()
+        self._parsing = None
+        if not request.keep_alive:
+            raise _LastRequest
+
+    def _origin_form(self, target: str) -> str:
+        """RFC 9112 3.2.2: an absolute-form target is accepted; its path is the route, and its
+        authority replaces Host. Any other form is left as is (no route matches it: 404)."""
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            return target
+        cut = next((i for i, c in enumerate(rest) if c in "/?"), len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        self._fields = [(n, v) for n, v in self._fields if n.lower() != "host"]
+        self._fields.append(("Host", authority))
+        return path if path.startswith("/") else "/" + path
 
     # -- answering ---------------------------------------------------------------------------
     async def _answer(self) -> None:
