@@ -17,16 +17,18 @@ class Peer:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.body = b""  # of the last request read
 
     async def request(self) -> bytes:
-        """The next request's head; its body (Content-Length) is read and dropped. b"" at EOF."""
+        """The next request's head, its body (Content-Length) read into `body`; b"" at EOF."""
+        self.body = b""
         try:
             head = await self.reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             return b""
         for line in head.lower().split(b"\r\n"):
             if line.startswith(b"content-length:"):
-                await self.reader.readexactly(int(line.split(b":")[1]))
+                self.body = await self.reader.readexactly(int(line.split(b":")[1]))
         return head
 
     async def write(self, data: bytes) -> None:
@@ -66,6 +68,12 @@ class ScriptedBackend:
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -7,16 +7,18 @@ shows a stall (the unfixed stalls are many seconds; the probe is allowed 2).
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import httpx
+import openai
 import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, Backend, Gateway, one_chat_deployment, routing_config
 from tests.gateway.h1 import Wire
-from tests.gateway.scripted import Peer, ScriptedBackend
+from tests.gateway.scripted import Peer, ScriptedBackend, answer
 
 AUTH = f"Authorization: Bearer {MASTER_KEY}".encode()
 PROBE_LIMIT = 2.0  # seconds a liveness probe may take while a hostile request is handled
@@ -214,3 +216,42 @@ def test_backend_answering_101_is_a_bad_answer(make_gateway) -> None:
     assert answer.status_code == 502, answer.text
     assert "invalid HTTP answer" in answer.json()["error"]["message"]
     assert "Fatal error" not in gw.log and "Traceback" not in gw.log
+
+
+# --- finding 11: an upload retried on a stale pooled connection -----------------------------
+
+AUDIO = bytes(range(256)) * 1200  # 300 KiB: more than one write, as a real clip
+
+
+async def _drops_the_second_request(peer: Peer) -> None:
+    """Answers the first request on a connection (keep-alive); on the second it reads the
+    head and closes without answering, as a backend closing an idle connection just as the
+    gateway reuses it."""
+    if not await peer.request():
+        return
+    text = "file intact" if AUDIO in peer.body else "file damaged"
+    await peer.write(answer(orjson.dumps({"text": text})))
+    await peer.reader.readuntil(b"\r\n\r\n")
+
+
+def test_upload_retried_on_a_dropped_connection_is_sent_again_whole(make_gateway) -> None:
+    with ScriptedBackend(_drops_the_second_request) as backend:
+        config = routing_config(None, None)
+        config["model_list"] = [
+            {
+                "model_name": "whisper",
+                "litellm_params": {"model": "openai/whisper", "api_base": backend.url + "/v1"},
+                "model_info": {"id": "stt", "mode": "audio_transcription"},
+            }
+        ]
+        gw = make_gateway(config)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+        texts = [
+            client.audio.transcriptions.create(
+                model="whisper", file=("clip.wav", io.BytesIO(AUDIO), "audio/wav")
+            ).text
+            for _ in range(3)
+        ]
+        connections = backend.connections
+    assert texts == ["file intact"] * 3
+    assert connections == 3  # the second and third uploads each met a dropped connection

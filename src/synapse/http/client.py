@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -41,10 +41,12 @@ class Timeout(NamedTuple):
 
 class SizedBody(NamedTuple):
     """A streamed request body of known length: sent under Content-Length, not chunked
-    (some servers refuse chunked uploads)."""
+    (some servers refuse chunked uploads). `open` gives its pieces from the start each time
+    it is called, so a request on a pooled connection the backend had dropped is sent again
+    on a fresh one (a plain async iterable is consumed once: that request fails instead)."""
 
     length: int
-    chunks: AsyncIterable[bytes]
+    open: Callable[[], AsyncIterable[bytes]]
 
 
 class ClientError(Exception):
@@ -705,7 +707,7 @@ async def _send_chunked(
     sized = isinstance(body, SizedBody)
     sent = 0
     async with asyncio.timeout_at(deadline):
-        async for piece in body.chunks if sized else body:  # type: ignore[union-attr]
+        async for piece in body.open() if sized else body:  # type: ignore[union-attr]
             if conn.head_done or conn.error is not None or conn.closed:
                 conn.clean = False  # answered (or gone) before reading all we had to send
                 return
