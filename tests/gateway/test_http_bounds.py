@@ -7,7 +7,9 @@ shows a stall (the unfixed stalls are many seconds; the probe is allowed 2).
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import threading
 import time
 
@@ -18,7 +20,7 @@ import pytest
 
 from tests.conftest import MASTER_KEY, Backend, Gateway, one_chat_deployment, routing_config
 from tests.gateway.h1 import Wire
-from tests.gateway.scripted import Peer, ScriptedBackend, answer
+from tests.gateway.scripted import Peer, Script, ScriptedBackend, answer
 
 AUTH = f"Authorization: Bearer {MASTER_KEY}".encode()
 PROBE_LIMIT = 2.0  # seconds a liveness probe may take while a hostile request is handled
@@ -255,3 +257,73 @@ def test_upload_retried_on_a_dropped_connection_is_sent_again_whole(make_gateway
         connections = backend.connections
     assert texts == ["file intact"] * 3
     assert connections == 3  # the second and third uploads each met a dropped connection
+
+
+# --- finding 7: stream_timeout is a deadline, whatever the pace -----------------------------
+
+
+def streams_forever(pace: float) -> Script:
+    """A chat stream that never ends: a 1 KiB delta every `pace` seconds (0: as fast as the
+    gateway reads, so the next piece is always there when it asks)."""
+
+    async def script(peer: Peer) -> None:
+        if not await peer.request():
+            return
+        await peer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        delta = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        delta["choices"] = [{"index": 0, "delta": {"content": "x" * 1024}, "finish_reason": None}]
+        event = b"data: " + orjson.dumps(delta) + b"\n\n"
+        frame = b"%x\r\n%b\r\n" % (len(event), event)
+        while True:
+            await peer.write(frame)
+            await asyncio.sleep(pace)
+
+    return script
+
+
+@pytest.mark.parametrize("pace", [0.1, 0.0], ids=["trickle", "flood"])
+def test_stream_timeout_ends_a_stream_that_keeps_flowing(make_gateway, pace: float) -> None:
+    with ScriptedBackend(streams_forever(pace)) as backend:
+        config = routing_config(None, None)
+        config["model_list"] = one_chat_deployment(
+            backend, stream_timeout=1, max_parallel_requests=1
+        )
+        gw = make_gateway(config)
+        body = {"model": "llama-gpu", "messages": [{"role": "user", "content": "hi"}]}
+        events: list[str] = []
+        began = time.monotonic()
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/chat/completions",
+            json={**body, "stream": True},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=10,
+        ) as response:
+            try:
+                for line in response.iter_lines():
+                    if line:
+                        events.append(line)
+                    if time.monotonic() - began > 8:
+                        break  # unfixed: the stream runs on as long as the backend sends
+            except httpx.RemoteProtocolError:
+                pass  # after the error event the body ends unterminated, visibly incomplete
+        took = time.monotonic() - began
+        deltas = sum('"content":"x' in e for e in events)
+        assert took < 8 and deltas > 2, (took, deltas)
+        assert events[-1].startswith("data: ") and "timeout" in events[-1], events[-1][:200]
+        assert "error" in json.loads(events[-1][6:])
+        deadline = time.monotonic() + 5
+        while backend.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backend.open == 0  # the backend connection is dropped: its slot is free
+        with httpx.stream(  # the one slot serves the next caller at once
+            "POST",
+            gw.url + "/v1/chat/completions",
+            json={**body, "stream": True},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            timeout=10,
+        ) as again:
+            assert again.status_code == 200

@@ -319,8 +319,13 @@ class _Connection(asyncio.Protocol):
             raise self.error
 
     async def next_chunk(self, deadline: float, idle: float | None) -> bytes:
+        """The next piece of the answer. The deadline holds whatever the pace: it is checked
+        for every piece, not only when a wait is needed (a backend that always has the next
+        piece ready would otherwise never meet it), unless the answer is whole already."""
         while True:
             if self.buffer:
+                if not self.complete and self.loop.time() >= deadline:
+                    raise TimeoutError
                 return self.take()
             if self.error is not None:
                 raise self.error
