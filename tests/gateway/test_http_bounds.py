@@ -8,10 +8,14 @@ shows a stall (the unfixed stalls are many seconds; the probe is allowed 2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -19,11 +23,13 @@ import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, Backend, Gateway, one_chat_deployment, routing_config
+from tests.gateway import raw
 from tests.gateway.h1 import Wire
 from tests.gateway.scripted import Peer, Script, ScriptedBackend, answer
 
 AUTH = f"Authorization: Bearer {MASTER_KEY}".encode()
 PROBE_LIMIT = 2.0  # seconds a liveness probe may take while a hostile request is handled
+KEY = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
 class LivenessProbe:
@@ -327,3 +333,60 @@ def test_stream_timeout_ends_a_stream_that_keeps_flowing(make_gateway, pace: flo
             timeout=10,
         ) as again:
             assert again.status_code == 200
+
+
+# --- finding 4: a client that pipelines and does not read -----------------------------------
+
+PIPELINED = 100
+
+
+@pytest.fixture(scope="module")
+def wide_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway whose /v1/models answer is large (1,500 models, ~200 KiB), so a few unread
+    answers are megabytes; write_timeout 1 s."""
+    config = routing_config(None, None, write_timeout=1)
+    config["model_list"] = [
+        {
+            "model_name": f"model-{i:04d}-{'x' * 60}",
+            "litellm_params": {"model": "openai/x", "api_base": "http://127.0.0.1:9/v1"},
+            "model_info": {"id": f"d{i}", "mode": "chat"},
+        }
+        for i in range(1500)
+    ]
+    gateway = Gateway(config, tmp_path_factory.mktemp("wide"))
+    yield gateway
+    gateway.stop()
+
+
+def test_unread_answers_are_bounded_and_the_connection_aborted(wide_gateway: Gateway) -> None:
+    size = len(httpx.get(wide_gateway.url + "/v1/models", headers=KEY).content)
+    assert size > 150_000
+    tag = uuid.uuid4().hex
+    requests = b"".join(
+        models_request(b"Host: x", b"X-Request-ID: %s-%d" % (tag.encode(), i))
+        for i in range(PIPELINED)
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # the client reads nothing
+    sock.connect(("127.0.0.1", wide_gateway.port))
+    try:
+        sock.settimeout(3)
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            sock.sendall(requests)  # fixed: the gateway stops reading once its output is full
+        time.sleep(2)  # past write_timeout (1 s) with answers unsent
+        served = sum(tag in line["request_id"] for line in raw.request_lines(wide_gateway.log))
+        assert 0 < served < PIPELINED / 3, served  # unfixed: every request answered, buffered
+        received, reset = 0, False
+        sock.settimeout(5)
+        try:
+            while data := sock.recv(1 << 20):
+                received += len(data)
+        except ConnectionResetError:
+            reset = True
+        except TimeoutError:
+            pass  # unfixed: the answers sent, the connection left open
+        assert reset, f"not aborted; {received} bytes received"
+        assert received < PIPELINED * size / 3
+    finally:
+        sock.close()
+    assert httpx.get(wide_gateway.url + "/health/liveliness").status_code == 200

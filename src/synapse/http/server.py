@@ -16,6 +16,9 @@ Rules, all tested in tests/gateway/test_http_*.py:
   is the last one parsed; an `Upgrade` (unsupported) is ignored and the body read as framed.
 * A body is read only when the handler asks for it (`Expect: 100-continue` answered then); a
   response given before the body was whole closes the connection after it.
+* A connection's unsent output is bounded: past `OUTPUT_HIGH_WATER` its next request waits
+  until the client reads; a client that takes nothing for `write_timeout`, or leaves output
+  unsent past `keepalive_timeout`, is cut off (abort: no close waits on it).
 * A client leaving (or half-closing: a FIN looks the same) cancels its handler, and the
   backend request with it.
 """
@@ -24,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,8 +52,12 @@ MAX_TARGET = 8 * 1024
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 100
 MAX_PIPELINED = 16
+# Unsent output per connection before its next request waits for the client to read (the
+# transport's pause_writing mark; it resumes below a quarter of it). One answer can exceed it:
+# whole answers are bounded by their own limits, streams wait on every write.
+OUTPUT_HIGH_WATER = 64 * 1024
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
-_CLOSE = ("Connection", "close")
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent bytes
 
 
 @dataclass(slots=True)
@@ -119,6 +129,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
         self.server.connections.add(self)
         self._arm_idle()
 
@@ -365,8 +376,10 @@ class Connection(asyncio.Protocol):
                 elif not getattr(response, "ended", True):
                     self._close()  # a stream cut before its end: visibly incomplete
                     return
+                if not await self._flushed():
+                    self._abort()  # the client takes nothing: drop what it left unread
+                    return
                 if self._must_close(item):
-                    await self.drain_quietly()
                     self._close()
                     return
         finally:
@@ -436,12 +449,16 @@ class Connection(asyncio.Protocol):
             if self._lost:
                 raise ConnectionResetError("the client closed the connection")
 
-    async def drain_quietly(self) -> None:
+    async def _flushed(self) -> bool:
+        """Until the client has read our output down to the low-water mark (at once, usually):
+        the next request is served only then. False if it read too little in `write_timeout`,
+        or left."""
         try:
             async with asyncio.timeout(self.server.write_timeout()):
                 await self.drain()
         except (ConnectionError, TimeoutError):
-            pass
+            return False
+        return True
 
     def close_after_response(self) -> None:
         self._close_after = True
@@ -492,7 +509,16 @@ class Connection(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._close)
+        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._idle_end)
+
+    def _idle_end(self) -> None:
+        """keepalive_timeout passed: close; with output still unsent, the client is not reading
+        it, so abort."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            self._abort()
+        else:
+            self._close()
 
     def _cancel_timers(self) -> None:
         for timer in (self._head_timer, self._idle_timer):
@@ -504,9 +530,28 @@ class Connection(asyncio.Protocol):
         return self._current is None and not self._queue and self._parsing is None
 
     def _close(self) -> None:
+        """Close once the output is sent; a client that has not taken it within write_timeout
+        is cut off then (a graceful close would hold the buffer for as long as it waits)."""
         self._cancel_timers()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(self.server.write_timeout(), self._abort)
+
+    def _abort(self) -> None:
+        """Drop the connection and every byte it holds, the kernel's send queue included (a
+        reset: SO_LINGER 0), so a client that reads nothing holds no memory of ours."""
+        self._cancel_timers()
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()
 
 
 def _parse_error(exc: Exception) -> str:
