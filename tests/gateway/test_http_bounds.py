@@ -390,3 +390,13 @@ def test_unread_answers_are_bounded_and_the_connection_aborted(wide_gateway: Gat
     finally:
         sock.close()
     assert httpx.get(wide_gateway.url + "/health/liveliness").status_code == 200
+
+
+def test_upgrade_with_connection_close_is_the_last_request(gateway: Gateway) -> None:
+    upgrade = models_request(b"Host: x", b"Connection: Upgrade, close", b"Upgrade: websocket")
+    with Wire(gateway.port) as wire:
+        wire.send(upgrade + models_request(b"Host: x"))
+        reply = wire.reply()
+        assert reply.status == 200 and reply.closes
+        assert wire.closed()
+    assert "Traceback" not in gateway.log and "Fatal error" not in gateway.log

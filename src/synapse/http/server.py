@@ -233,6 +233,8 @@ class Connection(asyncio.Protocol):
         self._priming = True
         try:
             self._parser.feed_data(b"PUT / HTTP/1.1\r\n%b\r\n\r\n" % framing)
+        except httptools.HttpParserCallbackError:  # _LastRequest: no body, Connection: close
+            self._broken = True
         finally:
             self._priming = False
 
@@ -453,6 +455,8 @@ class Connection(asyncio.Protocol):
         """Until the client has read our output down to the low-water mark (at once, usually):
         the next request is served only then. False if it read too little in `write_timeout`,
         or left."""
+        if self._write_paused is None:
+            return not self._lost  # the usual case: nothing to wait for, no timer
         try:
             async with asyncio.timeout(self.server.write_timeout()):
                 await self.drain()
