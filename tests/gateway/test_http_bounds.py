@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -358,6 +359,11 @@ def wide_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway.stop()
 
 
+def kernel_send_buffer_max() -> int:
+    """The most a TCP socket's send buffer autotunes to (net.ipv4.tcp_wmem's maximum)."""
+    return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+
+
 def test_unread_answers_are_bounded_and_the_connection_aborted(wide_gateway: Gateway) -> None:
     size = len(httpx.get(wide_gateway.url + "/v1/models", headers=KEY).content)
     assert size > 150_000
@@ -375,7 +381,10 @@ def test_unread_answers_are_bounded_and_the_connection_aborted(wide_gateway: Gat
             sock.sendall(requests)  # fixed: the gateway stops reading once its output is full
         time.sleep(2)  # past write_timeout (1 s) with answers unsent
         served = sum(tag in line["request_id"] for line in raw.request_lines(wide_gateway.log))
-        assert 0 < served < PIPELINED / 3, served  # unfixed: every request answered, buffered
+        # what the kernel's send buffer takes, the transport's 64 KiB, the answer in hand
+        bound = (kernel_send_buffer_max() + 2 * 64 * 1024) // size + 2
+        assert bound < PIPELINED / 2
+        assert 0 < served <= bound, served  # unfixed: every request answered, buffered
         received, reset = 0, False
         sock.settimeout(5)
         try:
@@ -386,7 +395,7 @@ def test_unread_answers_are_bounded_and_the_connection_aborted(wide_gateway: Gat
         except TimeoutError:
             pass  # unfixed: the answers sent, the connection left open
         assert reset, f"not aborted; {received} bytes received"
-        assert received < PIPELINED * size / 3
+        assert received <= bound * size
     finally:
         sock.close()
     assert httpx.get(wide_gateway.url + "/health/liveliness").status_code == 200
