@@ -127,6 +127,8 @@ def mutated_requests(draw: st.DrawFn) -> tuple[str, bytes]:
             del lines[at]
     data = bytearray(b"\r\n".join(lines) + b"\r\n\r\n" + body)
     for _ in range(draw(st.integers(0, 3))):  # bytes flipped, inserted, removed
+        if not data:  # every byte deleted already
+            break
         at = draw(st.integers(0, len(data) - 1))
         op = draw(st.sampled_from(["flip", "insert", "insert", "delete"]))
         if op == "flip":

@@ -351,6 +351,49 @@ async def test_reused_connection_closed_before_reading_the_request_is_retried_fr
         await pool.close()
 
 
+async def _pieces() -> AsyncIterator[bytes]:
+    for piece in (b"up", b"load"):
+        yield piece
+
+
+@on_uvloop
+async def test_a_sized_body_is_sent_again_whole_on_a_fresh_connection() -> None:
+    bodies: list[bytes] = []
+
+    async def handler(ex: Exchange) -> None:
+        _, body = await ex.request()
+        bodies.append(body)
+        ex.write(answer(body))
+        await ex.request()
+        ex.close()  # closed as the second request arrived (a keep-alive timeout race)
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        upload = client.SizedBody(6, _pieces)
+        for _ in range(2):
+            response = await pool.request("POST", server.url, headers={}, body=upload, timeout=T)
+            assert await response.read(100) == b"upload"
+            response.release()
+        assert bodies == [b"upload", b"upload"] and server.connections == 2
+        await pool.close()
+
+
+@on_uvloop
+async def test_a_one_pass_body_on_a_dropped_connection_fails_as_a_disconnect() -> None:
+    async def handler(ex: Exchange) -> None:
+        await ex.request()
+        ex.write(answer())
+        await ex.request()
+        ex.close()
+
+    async with RawServer(handler) as server:
+        pool = new_pool()
+        assert await get(pool, server.url) == (200, b"ok")
+        with pytest.raises(ServerDisconnected):  # cannot be replayed: not retried, not a crash
+            await pool.request("POST", server.url, headers={}, body=_pieces(), timeout=T)
+        await pool.close()
+
+
 @on_uvloop
 async def test_a_released_response_reads_nothing_of_the_next_answer() -> None:
     async def handler(ex: Exchange) -> None:

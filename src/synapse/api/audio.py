@@ -50,7 +50,8 @@ class Upload:
         return next((v for k, v in self.fields if k == name), None)
 
     def form(self, backend_model: str) -> tuple[dict[str, str], SizedBody]:
-        """Headers and a fresh multipart body for one attempt; the file streams from the spool."""
+        """Headers and a multipart body for one attempt; the file streams from the spool, from
+        its start each time the body is opened (a resend on a fresh connection replays it)."""
         boundary = uuid.uuid4().hex
         head = bytearray()
         for name, value in self.fields:
@@ -60,7 +61,8 @@ class Upload:
         tail = f"\r\n--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         length = len(head) + self.size + len(tail)
-        return headers, SizedBody(length, self._body(bytes(head), tail))
+        head_bytes = bytes(head)
+        return headers, SizedBody(length, lambda: self._body(head_bytes, tail))
 
     async def _body(self, head: bytes, tail: bytes) -> AsyncIterator[bytes]:
         yield head

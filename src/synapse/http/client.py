@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -41,10 +41,12 @@ class Timeout(NamedTuple):
 
 class SizedBody(NamedTuple):
     """A streamed request body of known length: sent under Content-Length, not chunked
-    (some servers refuse chunked uploads)."""
+    (some servers refuse chunked uploads). `open` gives its pieces from the start each time
+    it is called, so a request on a pooled connection the backend had dropped is sent again
+    on a fresh one (a plain async iterable is consumed once: that request fails instead)."""
 
     length: int
-    chunks: AsyncIterable[bytes]
+    open: Callable[[], AsyncIterable[bytes]]
 
 
 class ClientError(Exception):
@@ -147,9 +149,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not self.complete:
-                self.error = InvalidResponse(f"invalid answer: {exc}")
+                # a 101 (llhttp stops at it): we never ask to switch protocols
+                why = "101 not asked for" if isinstance(exc, httptools.HttpParserUpgrade) else exc
+                self.error = InvalidResponse(f"invalid answer: {why}")
             self.clean = False
             self.close()
             self.wake()
@@ -315,8 +319,13 @@ class _Connection(asyncio.Protocol):
             raise self.error
 
     async def next_chunk(self, deadline: float, idle: float | None) -> bytes:
+        """The next piece of the answer. The deadline holds whatever the pace: it is checked
+        for every piece, not only when a wait is needed (a backend that always has the next
+        piece ready would otherwise never meet it), unless the answer is whole already."""
         while True:
             if self.buffer:
+                if not self.complete and self.loop.time() >= deadline:
+                    raise TimeoutError
                 return self.take()
             if self.error is not None:
                 raise self.error
@@ -703,7 +712,7 @@ async def _send_chunked(
     sized = isinstance(body, SizedBody)
     sent = 0
     async with asyncio.timeout_at(deadline):
-        async for piece in body.chunks if sized else body:  # type: ignore[union-attr]
+        async for piece in body.open() if sized else body:  # type: ignore[union-attr]
             if conn.head_done or conn.error is not None or conn.closed:
                 conn.clean = False  # answered (or gone) before reading all we had to send
                 return

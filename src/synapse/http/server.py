@@ -10,8 +10,15 @@ Rules, all tested in tests/gateway/test_http_*.py:
   sizes; a transfer coding other than `chunked` is a 501, an HTTP version other than 1.x a 505.
 * A head must arrive whole within `header_read_timeout` of its first byte; an idle
   connection is closed after `keepalive_timeout`.
+* RFC 9112: an HTTP/1.1 request without Host, or any with two, is a 400; an absolute-form
+  target (`POST http://host/v1/...`) is routed by its path, its authority taking Host's place;
+  a request that ends the connection (HTTP/1.0 with Transfer-Encoding, `Connection: close`)
+  is the last one parsed; an `Upgrade` (unsupported) is ignored and the body read as framed.
 * A body is read only when the handler asks for it (`Expect: 100-continue` answered then); a
   response given before the body was whole closes the connection after it.
+* A connection's unsent output is bounded: past `OUTPUT_HIGH_WATER` its next request waits
+  until the client reads; a client that takes nothing for `write_timeout`, or leaves output
+  unsent past `keepalive_timeout`, is cut off (abort: no close waits on it).
 * A client leaving (or half-closing: a FIN looks the same) cancels its handler, and the
   backend request with it.
 """
@@ -20,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,8 +52,12 @@ MAX_TARGET = 8 * 1024
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 100
 MAX_PIPELINED = 16
+# Unsent output per connection before its next request waits for the client to read (the
+# transport's pause_writing mark; it resumes below a quarter of it). One answer can exceed it:
+# whole answers are bounded by their own limits, streams wait on every write.
+OUTPUT_HIGH_WATER = 64 * 1024
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
-_CLOSE = ("Connection", "close")
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent bytes
 
 
 @dataclass(slots=True)
@@ -73,6 +87,10 @@ class _Refused(Exception):
         self.message = message
 
 
+class _LastRequest(Exception):
+    """Raised after a request that ends the connection: llhttp parses nothing after it."""
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parse, queue, hand to the app in order, write the answers."""
 
@@ -87,6 +105,9 @@ class Connection(asyncio.Protocol):
         self._target = bytearray()
         self._fields: list[tuple[str, str]] = []
         self._head_size = 0
+        self._hosts = 0  # Host fields in the head being parsed
+        self._upgrade = False  # llhttp will stop after this head (Upgrade): see _ignore_upgrade
+        self._priming = False  # a fresh parser reads a made-up head: no request of its own
         self._in_head = False  # a message began and its head is not complete
         self._head_bytes = 0  # bytes of the head in progress received so far
         self._head_start = 0  # where in the current read it began (bytes of earlier messages)
@@ -108,6 +129,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
         self.server.connections.add(self)
         self._arm_idle()
 
@@ -141,8 +163,12 @@ class Connection(asyncio.Protocol):
         self._write_paused = None
 
     def data_received(self, data: bytes) -> None:
-        if self._broken:
-            return
+        while data and not self._broken:
+            data = self._parse(data)
+
+    def _parse(self, data: bytes) -> bytes:
+        """Feed `data` to the parser; what follows an ignored upgrade's head is returned, to be
+        parsed in turn (a loop, not recursion: a read may hold many such requests)."""
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -159,36 +185,67 @@ class Connection(asyncio.Protocol):
         self._accounted = 0
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._close_after = True  # no upgrades: the request is answered, then closed
-            self._stop_parsing()
-            return
+        except httptools.HttpParserUpgrade as exc:
+            if not self._upgrade:  # CONNECT: answered (404), then closed
+                self._close_after = True
+                self._stop_parsing()
+                return b""
+            self._ignore_upgrade()
+            return data[exc.args[0] :]
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
+            if isinstance(refused, _LastRequest):
+                self._broken = True  # still read, so a client leaving is seen, but parse no more
+                return b""
             if not isinstance(refused, _Refused):
                 raise
             self._refuse(refused.status, refused.message)
-            return
+            return b""
         except httptools.HttpParserInvalidMethodError:
             self._refuse(400, "malformed HTTP request (invalid method)")
-            return
+            return b""
         except httptools.HttpParserError as exc:
             reason = _parse_error(exc)
             if reason.startswith("Invalid HTTP version"):
                 self._refuse(505, "HTTP version not supported; use HTTP/1.1")
             else:
                 self._refuse(400, f"malformed HTTP request ({reason})")
-            return
+            return b""
         if self._in_head and not began_before:  # began in this read: not its earlier bytes
             self._head_bytes = len(data) - self._head_start
         if self._in_head and self._head_bytes > MAX_TARGET + MAX_HEAD:
             self._refuse(431, f"request head larger than {MAX_HEAD} bytes")
+        return b""
+
+    def _ignore_upgrade(self) -> None:
+        """llhttp stops after the head of a request asking to upgrade, its body unread. Upgrades
+        are not supported (RFC 9110: a server may ignore one), so the body is read as its head
+        frames it: a fresh parser is primed with a head of the same framing, then fed the rest.
+        """
+        self._upgrade = False
+        request = self._parsing
+        assert request is not None
+        if request.headers.get("Transfer-Encoding") is not None:  # only chunked gets this far
+            framing = b"Transfer-Encoding: chunked"
+        else:
+            framing = b"Content-Length: %d" % (request.content_length or 0)
+        self._parser = httptools.HttpRequestParser(self)
+        self._priming = True
+        try:
+            self._parser.feed_data(b"PUT / HTTP/1.1\r\n%b\r\n\r\n" % framing)
+        except httptools.HttpParserCallbackError:  # _LastRequest: no body, Connection: close
+            self._broken = True
+        finally:
+            self._priming = False
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._priming:
+            return
         self._target.clear()
         self._fields = []
         self._head_size = 0
+        self._hosts = 0
         self._in_head = True
         self._head_bytes = 0
         self._head_start = self._accounted
@@ -198,19 +255,27 @@ class Connection(asyncio.Protocol):
             )
 
     def on_url(self, url: bytes) -> None:
+        if self._priming:
+            return
         self._target += url
         if len(self._target) > MAX_TARGET:
             raise _Refused(414, f"request target longer than {MAX_TARGET} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._priming:
+            return
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD:
             raise _Refused(431, f"request head larger than {MAX_HEAD} bytes")
         if len(self._fields) >= MAX_FIELDS:
             raise _Refused(431, f"more than {MAX_FIELDS} header fields")
+        if len(name) == 4 and name.lower() == b"host":
+            self._hosts += 1
         self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self._priming:
+            return
         self._in_head = False
         self._accounted += self._head_size + len(self._target) + 16
         if self._head_timer is not None:
@@ -220,20 +285,28 @@ class Connection(asyncio.Protocol):
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise _Refused(505, f"HTTP/{version} is not supported; use HTTP/1.1")
+        if self._hosts > 1 or (self._hosts == 0 and version == "1.1"):
+            raise _Refused(400, "an HTTP/1.1 request needs exactly one Host header field")
+        target = self._target.decode("latin-1")
+        if target[:1] != "/":
+            target = self._origin_form(target)
         headers = Headers(self._fields)
         coding = headers.get("Transfer-Encoding")
         if coding is not None and coding.strip().lower() != "chunked":
             raise _Refused(501, "the only transfer coding accepted is chunked")
         expect = (headers.get("Expect") or "").strip().lower() == "100-continue"
+        method = parser.get_method().decode("ascii")
         request = Request(
             self,
-            parser.get_method().decode("ascii"),
-            self._target.decode("latin-1"),
+            method,
+            target,
             version,
             headers,
-            parser.should_keep_alive(),
+            # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding has faulty framing: close after it
+            parser.should_keep_alive() and not (coding is not None and version == "1.0"),
             Body(self, expect_continue=expect and version == "1.1"),
         )
+        self._upgrade = parser.should_upgrade() and method != "CONNECT"
         self._parsing = request
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED:
@@ -249,9 +322,25 @@ class Connection(asyncio.Protocol):
                 self._pause()
 
     def on_message_complete(self) -> None:
-        if self._parsing is not None:
-            self._parsing.body.finish()
-            self._parsing = None
+        request = self._parsing
+        if request is None or self._upgrade:  # an upgrade's body is still to come
+            return
+        request.body.finish()
+        self._parsing = None
+        if not request.keep_alive:
+            raise _LastRequest
+
+    def _origin_form(self, target: str) -> str:
+        """RFC 9112 3.2.2: an absolute-form target is accepted; its path is the route, and its
+        authority replaces Host. Any other form is left as is (no route matches it: 404)."""
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            return target
+        cut = next((i for i, c in enumerate(rest) if c in "/?"), len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        self._fields = [(n, v) for n, v in self._fields if n.lower() != "host"]
+        self._fields.append(("Host", authority))
+        return path if path.startswith("/") else "/" + path
 
     # -- answering ---------------------------------------------------------------------------
     async def _answer(self) -> None:
@@ -289,8 +378,10 @@ class Connection(asyncio.Protocol):
                 elif not getattr(response, "ended", True):
                     self._close()  # a stream cut before its end: visibly incomplete
                     return
+                if not await self._flushed():
+                    self._abort()  # the client takes nothing: drop what it left unread
+                    return
                 if self._must_close(item):
-                    await self.drain_quietly()
                     self._close()
                     return
         finally:
@@ -360,12 +451,18 @@ class Connection(asyncio.Protocol):
             if self._lost:
                 raise ConnectionResetError("the client closed the connection")
 
-    async def drain_quietly(self) -> None:
+    async def _flushed(self) -> bool:
+        """Until the client has read our output down to the low-water mark (at once, usually):
+        the next request is served only then. False if it read too little in `write_timeout`,
+        or left."""
+        if self._write_paused is None:
+            return not self._lost  # the usual case: nothing to wait for, no timer
         try:
             async with asyncio.timeout(self.server.write_timeout()):
                 await self.drain()
         except (ConnectionError, TimeoutError):
-            pass
+            return False
+        return True
 
     def close_after_response(self) -> None:
         self._close_after = True
@@ -416,7 +513,16 @@ class Connection(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._close)
+        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._idle_end)
+
+    def _idle_end(self) -> None:
+        """keepalive_timeout passed: close; with output still unsent, the client is not reading
+        it, so abort."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            self._abort()
+        else:
+            self._close()
 
     def _cancel_timers(self) -> None:
         for timer in (self._head_timer, self._idle_timer):
@@ -428,9 +534,28 @@ class Connection(asyncio.Protocol):
         return self._current is None and not self._queue and self._parsing is None
 
     def _close(self) -> None:
+        """Close once the output is sent; a client that has not taken it within write_timeout
+        is cut off then (a graceful close would hold the buffer for as long as it waits)."""
         self._cancel_timers()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(self.server.write_timeout(), self._abort)
+
+    def _abort(self) -> None:
+        """Drop the connection and every byte it holds, the kernel's send queue included (a
+        reset: SO_LINGER 0), so a client that reads nothing holds no memory of ours."""
+        self._cancel_timers()
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        transport.abort()
 
 
 def _parse_error(exc: Exception) -> str:
