@@ -180,15 +180,14 @@ def _resolve(ctx: Context, body: dict) -> str:
     name = _model_field(body)
     if not isinstance(name, str) or not name:
         raise BadRequest("model is required")
+    caller, path = ctx.request["caller"], ctx.request.path
     group = ctx.router.resolve(name)
     if group is None:
-        raise ModelNotFound(
-            f'model "{name}" not found '
-            f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
-        )
+        offer = ", ".join(tag_name(n) for n in ctx.router.offer(path, caller.may_use))
+        raise ModelNotFound(f'model "{name}" not found (Synapse serves: {offer or "none"})')
     ctx.trace.model, ctx.trace.group = name, group
-    ctx.request["caller"].check_model(name, group)
-    ctx.router.check_mode(name, group, ctx.request.path)
+    caller.check_model(name, group)
+    ctx.router.check_mode(name, group, path, caller.may_use)
     return group
 
 
