@@ -102,7 +102,7 @@ async def _backend_tags(ctx: Context, path: str = "/api/tags") -> dict[tuple[str
     async def fetch(base: str) -> list[tuple[tuple[str, str], dict]]:
         try:
             status, raw = await upstream.fetch(
-                ctx.gateway.http, base + path, timeout=2, limit=TAGS_LIMIT
+                ctx.gateway.lookups, base + path, timeout=2, limit=TAGS_LIMIT
             )
             models = orjson.loads(raw).get("models") or [] if status == 200 else []
         except (ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
@@ -230,7 +230,7 @@ async def _context_length(ctx: Context, dep: Deployment) -> int | None:
     headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else None
     try:
         status, raw = await upstream.fetch(
-            ctx.gateway.http,
+            ctx.gateway.lookups,
             dep.openai_base + "/models",
             headers=headers,
             timeout=2,
