@@ -6,6 +6,7 @@ Real gateway and stub backend processes on loopback; the `openai` and `ollama` c
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -177,3 +178,49 @@ def test_fallbacks_skip_groups_the_consumer_may_not_use(
     answer = master.chat.completions.create(model="llama-gpu", messages=CHAT)
     assert answer.model == "llama3.1:8b"  # llama-cpu's backend model
     assert len(master.embeddings.create(model="embed-openai", input=["a", "b"]).data) == 2
+
+
+def test_batched_embeddings_keep_each_callers_fallbacks(
+    ollama_backend: Backend, make_gateway: Any
+) -> None:
+    """Requests queued while a call is in flight are sent as one batch: a caller shares it
+    only with callers of the same fallback chain, so neither gets the other's."""
+    primary = Backend("openai")
+    try:
+        config = visibility_config(primary, ollama_backend)
+        config["synapse_settings"]["embedding_batching"] = {"max_wait_ms": 1000}
+        gw = make_gateway(config)
+        primary.control(mode="error500", embed_delay=1)  # embed-openai fails, slowly
+        before = len(ollama_backend.stats()["embed_calls"])
+
+        async def main() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as http:
+
+                def embed(key: str, text: str) -> asyncio.Task:
+                    body = {"model": "embed-openai", "input": text}
+                    auth = {"Authorization": f"Bearer {key}"}
+                    return asyncio.create_task(
+                        http.post(gw.url + "/v1/embeddings", json=body, headers=auth)
+                    )
+
+                first = embed(MASTER_KEY, "first")  # in flight: what follows queues
+                for _ in range(200):
+                    if primary.stats()["embed_calls"]:
+                        break
+                    await asyncio.sleep(0.02)
+                narrow = embed(NARROW_KEY, "narrow's text")  # first in the queue
+                await asyncio.sleep(0.2)
+                master = embed(MASTER_KEY, "master's text")
+                return await asyncio.gather(first, narrow, master)
+
+        first, narrow, master = asyncio.run(main())
+        assert first.status_code == 200 and master.status_code == 200, master.text
+        assert narrow.status_code == 502, narrow.text  # the primary's 500s, no fallback
+        fallback_texts = [
+            t for call in ollama_backend.stats()["embed_calls"][before:] for t in call["texts"]
+        ]
+        assert "narrow's text" not in fallback_texts and "master's text" in fallback_texts
+        primary_calls = [call["texts"] for call in primary.stats()["embed_calls"]]
+        assert ["narrow's text"] in primary_calls  # sent alone, not with master's text
+    finally:
+        primary.stop()
