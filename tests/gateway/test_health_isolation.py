@@ -30,13 +30,15 @@ def ollama_server() -> Iterator[Backend]:
     backend.stop()
 
 
-def shared_backend_gateway(make_gateway: Callable[..., Gateway], backend: Backend) -> Gateway:
+def shared_backend_gateway(
+    make_gateway: Callable[..., Gateway], backend: Backend, check_timeout: float
+) -> Gateway:
     config = routing_config(
         None,
         backend,
         backend_connections=CONNECTIONS,
         health_check_interval=0.3,
-        health_check_timeout=1,
+        health_check_timeout=check_timeout,
         embedding_batching={"enabled": False},  # each request its own backend call
         embedding_cache={"enabled": False},
     )
@@ -65,7 +67,7 @@ def embed(http: httpx.AsyncClient, gw: Gateway, text: str) -> Any:
 def test_checks_run_while_callers_hold_every_backend_connection(
     ollama_server: Backend, make_gateway: Callable[..., Gateway]
 ) -> None:
-    gw = shared_backend_gateway(make_gateway, ollama_server)
+    gw = shared_backend_gateway(make_gateway, ollama_server, check_timeout=1)
     ollama_server.control(embed_delay=4)  # a slow CPU embedder: no answer for 4 s
 
     async def main() -> tuple[list[httpx.Response], httpx.Response, int, dict[str, str]]:
@@ -93,7 +95,9 @@ def test_checks_run_while_callers_hold_every_backend_connection(
 def test_timed_out_check_does_not_open_a_breaker_while_callers_are_answered(
     ollama_server: Backend, make_gateway: Callable[..., Gateway]
 ) -> None:
-    gw = shared_backend_gateway(make_gateway, ollama_server)
+    # Answers to callers count for the last interval + timeout (2.3 s): wide against a
+    # loaded machine's pauses between this test's requests (0.1 s apart).
+    gw = shared_backend_gateway(make_gateway, ollama_server, check_timeout=2)
 
     async def traffic(seconds: float) -> tuple[list[int], set[str]]:
         """An embedding request every 0.1 s; the statuses, and every breaker state seen."""
@@ -107,8 +111,8 @@ def test_timed_out_check_does_not_open_a_breaker_while_callers_are_answered(
         return codes, seen
 
     assert set(asyncio.run(traffic(0.2))[0]) == {200}
-    ollama_server.control(health_delay=3)  # the server is slow to answer its checks
-    codes, seen = asyncio.run(traffic(3))  # at least two check rounds time out
+    ollama_server.control(health_delay=5)  # the server is slow to answer its checks
+    codes, seen = asyncio.run(traffic(5))  # at least two check rounds time out
     assert set(codes) == {200} and seen == {"closed"}
     # Without answers to callers, a timed-out check counts again: every deployment of the
     # server opens (the chat model that nobody used included).
