@@ -21,6 +21,10 @@ from synapse.routing import Router
 from synapse.routing.deployment import DeploymentState
 
 log = logging.getLogger("synapse")
+# Connections per backend host:port for health checks, and (apart) for model metadata
+# (/api/tags, /api/ps, /api/show of OpenAI-compatible models): pools of their own, so a
+# check never waits behind callers' requests, nor behind a flood of listings.
+SIDE_CONNECTIONS = 4
 
 
 class Gateway:
@@ -30,7 +34,9 @@ class Gateway:
         self.started_at = time.time()
         self.ready = False
         self.draining = False
-        self.session: Pool | None = None
+        self.session: Pool | None = None  # callers' requests
+        self.check_pool: Pool | None = None  # health checks
+        self.lookup_pool: Pool | None = None  # model metadata
         self.embedding_cache = VectorCache(config.settings.embedding_cache)
         self.embedding_batcher = Batcher(config.settings.embedding_batching)
 
@@ -39,20 +45,30 @@ class Gateway:
         assert self.session is not None, "gateway not started"
         return self.session
 
+    @property
+    def checks(self) -> Pool:
+        assert self.check_pool is not None, "gateway not started"
+        return self.check_pool
+
+    @property
+    def lookups(self) -> Pool:
+        assert self.lookup_pool is not None, "gateway not started"
+        return self.lookup_pool
+
     async def start(self) -> None:
         settings = self.config.settings
-        parallel = (
-            (f"{d.api_url.host}:{d.api_url.port}", d.max_parallel_requests)
-            for d in self.config.deployments
-        )
+        parallel = ((d.host_port, d.max_parallel_requests) for d in self.config.deployments)
         per_backend = connections_per_backend(parallel, settings.backend_connections)
         self.session = new_pool(settings.connect_timeout, per_backend)  # read at start
+        self.check_pool = new_pool(settings.connect_timeout, SIDE_CONNECTIONS)
+        self.lookup_pool = new_pool(settings.connect_timeout, SIDE_CONNECTIONS)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
-        if self.session is not None:
-            await self.session.close()
+        for pool in (self.session, self.check_pool, self.lookup_pool):
+            if pool is not None:
+                await pool.close()
 
     def reload(self, path: Path | None = None) -> bool:
         """Validate the file and swap the router atomically; keep serving the old one if bad."""

@@ -266,6 +266,7 @@ class GatewayState:
         self.served = served
         self.unlisted: set[str] = set()  # served (resolvable by /api/show) but not in /api/tags
         self.vllm = vllm
+        self.consumer_keys: set[str] = set()  # valid, but not the master key: /health is 403
 
 
 class FakePrometheus:
@@ -397,6 +398,12 @@ class FakeGateway:
         return web.json_response({"embedding": vector(body["model"], body["prompt"], 1024)})
 
     async def health(self, request: web.Request) -> web.Response:
+        presented = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+        if presented.removeprefix("Bearer ") in self.state.consumer_keys:
+            message = "/health shows every deployment and is for the master key"
+            return web.json_response(
+                {"error": {"message": message, "type": "permission_error"}}, status=403
+            )
         if not self._authorized(request):
             return self._denied()
         return web.json_response(

@@ -74,6 +74,18 @@ def test_health_wrong_key_names_the_problem(stack, capsys):
     assert row["value"] == "HTTP 401" and "--gateway-url" in row["detail"]
 
 
+def test_health_with_a_consumer_key_names_the_problem(stack, capsys):
+    """The gateway's /health is the master key's: a consumer's key gets a 403."""
+    add_pvcs(stack, ollama_models="Bound", vllm_model_cache="Bound")
+    stack.state.consumer_keys.add("sk-consumer-0123456789abcdef")
+    code, doc = cli_json(
+        capsys, "health", "--phase", "3", "--master-key", "sk-consumer-0123456789abcdef"
+    )
+    assert code == 1
+    row = checks_by_name(doc)["gateway /health"]
+    assert row["value"] == "HTTP 403" and "need the master key" in row["detail"]
+
+
 def test_verify_phase1_measures(stack, capsys):
     add_pvcs(stack, ollama_models="Bound")
     stack.cluster.metrics[("llm-infra", "ollama-1f7c-0")] = {"memory": "3Gi"}

@@ -30,6 +30,9 @@ Hostile modes (a backend that is broken or malicious, for the gateway's bounds):
 `done_delay` (seconds) holds an SSE stream open after `data: [DONE]`, as a server may
 before it ends the chunked body.
 
+Health checks (`GET /` for Ollama, `GET /health` for OpenAI) are counted in `health_calls`
+and answered after `health_delay` seconds (a busy server slow to answer anything).
+
 Embedding calls are logged in `embed_calls` (path, item count, `dimensions`, `truncate`), so a
 test can see how requests were batched; `embed_delay` (seconds) holds each embedding call
 before it answers (also in the error modes, to keep a call in flight), and `reject_text`
@@ -202,7 +205,13 @@ async def stats(request: web.Request) -> web.Response:
 # -- OpenAI ----------------------------------------------------------------------------------
 
 
+async def health_check() -> None:
+    STATE["health_calls"] = int(STATE.get("health_calls", 0)) + 1  # type: ignore[call-overload]
+    await asyncio.sleep(float(STATE.get("health_delay", 0.0)))  # type: ignore[arg-type]
+
+
 async def openai_health(request: web.Request) -> web.Response:
+    await health_check()
     return web.Response(text="")
 
 
@@ -634,6 +643,7 @@ def now() -> str:
 
 
 async def ollama_root(request: web.Request) -> web.Response:
+    await health_check()
     return web.Response(text="Ollama is running")
 
 

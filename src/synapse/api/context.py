@@ -36,10 +36,11 @@ class Context:
 
     def resolve(self, model: object) -> str:
         self.trace.model = model if isinstance(model, str) else None
-        group = self.router.require(model)
+        caller, path = self.request["caller"], self.request.path
+        group = self.router.require(model, path, caller.may_use)
         self.trace.group = group
-        self.request["caller"].check_model(str(model), group)
-        self.router.check_mode(str(model), group, self.request.path)
+        caller.check_model(str(model), group)
+        self.router.check_mode(str(model), group, path, caller.may_use)
         return group
 
     def timeout(

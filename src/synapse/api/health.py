@@ -1,4 +1,4 @@
-"""Liveness, readiness (LiteLLM's paths, no key), per-deployment health (key), metrics."""
+"""Liveness, readiness (LiteLLM's paths, no key), per-deployment health (operator), metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import time
 
 from synapse import metrics
 from synapse.api.protocol import json_response
+from synapse.errors import Forbidden
 from synapse.http.message import Request, Response
 
 
@@ -22,6 +23,15 @@ async def readiness(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Every deployment's backend, state and load: topology, for the operator only.
+
+    A consumer sees its models at `GET /v1/models`; probes use the keyless paths above.
+    """
+    if request["caller"].consumer is not None:
+        raise Forbidden(
+            "/health shows every deployment and is for the master key; "
+            "GET /v1/models lists the models this key may use"
+        )
     router = request.app.gateway.router
     deployments = [state.snapshot() for state in router.states.values()]
     for item in deployments:

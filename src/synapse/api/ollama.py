@@ -102,7 +102,7 @@ async def _backend_tags(ctx: Context, path: str = "/api/tags") -> dict[tuple[str
     async def fetch(base: str) -> list[tuple[tuple[str, str], dict]]:
         try:
             status, raw = await upstream.fetch(
-                ctx.gateway.http, base + path, timeout=2, limit=TAGS_LIMIT
+                ctx.gateway.lookups, base + path, timeout=2, limit=TAGS_LIMIT
             )
             models = orjson.loads(raw).get("models") or [] if status == 200 else []
         except (ClientError, TimeoutError, ValueError, AttributeError, ResponseTooLarge):
@@ -180,15 +180,14 @@ def _resolve(ctx: Context, body: dict) -> str:
     name = _model_field(body)
     if not isinstance(name, str) or not name:
         raise BadRequest("model is required")
+    caller, path = ctx.request["caller"], ctx.request.path
     group = ctx.router.resolve(name)
     if group is None:
-        raise ModelNotFound(
-            f'model "{name}" not found '
-            f"(Synapse serves: {', '.join(tag_name(n) for n in ctx.router.public_names())})"
-        )
+        offer = ", ".join(tag_name(n) for n in ctx.router.offer(path, caller.may_use))
+        raise ModelNotFound(f'model "{name}" not found (Synapse serves: {offer or "none"})')
     ctx.trace.model, ctx.trace.group = name, group
-    ctx.request["caller"].check_model(name, group)
-    ctx.router.check_mode(name, group, ctx.request.path)
+    caller.check_model(name, group)
+    ctx.router.check_mode(name, group, path, caller.may_use)
     return group
 
 
@@ -231,7 +230,7 @@ async def _context_length(ctx: Context, dep: Deployment) -> int | None:
     headers = {"Authorization": f"Bearer {dep.api_key}"} if dep.api_key else None
     try:
         status, raw = await upstream.fetch(
-            ctx.gateway.http,
+            ctx.gateway.lookups,
             dep.openai_base + "/models",
             headers=headers,
             timeout=2,

@@ -37,10 +37,14 @@ async def list_models(request: Request) -> Response:
 
 
 async def retrieve_model(request: Request) -> Response:
-    """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): groups and aliases alike."""
+    """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): what `/v1/models` lists.
+
+    A hidden alias, or a model outside the caller's allow-list, does not exist for it (404).
+    """
     ctx = Context.of(request)
     name = request.match_info["model"]
-    if ctx.router.resolve(name) is None:
+    group = ctx.router.resolve(name, listed=True)
+    if group is None or not request["caller"].may_use(group):
         raise ModelNotFound(f"The model '{name}' does not exist", param="model")
     return json_response(
         {

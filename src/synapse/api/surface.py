@@ -93,6 +93,7 @@ class Surface:
             caller = identify(request, self.gateway.router.config, keyed=self.keyed)
         request["caller"] = caller
         trace.consumer, trace.priority = caller.label, caller.priority
+        trace.allowed = caller.consumer.models if caller.consumer else None
         metrics.CONSUMER.set(caller.label)
         if no_route is not None:
             raise _route_error(request, no_route)

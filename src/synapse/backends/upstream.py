@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 LIMIT_SETTING = "synapse_settings.max_response_bytes"
-# Connections per backend beyond the deployments' max_parallel_requests: health checks,
-# /api/tags and requests still finishing on a slot released a moment ago.
+# Connections per backend beyond the deployments' max_parallel_requests: requests still
+# finishing on a slot released a moment ago (health checks and model lists have their own).
 CONNECTION_HEADROOM = 16
 # After a stream's end marker: how long, and how many bytes, until the backend's answer ends.
 DRAIN_TIMEOUT = 5.0
@@ -197,8 +197,7 @@ def connections_per_backend(parallel: Iterable[tuple[str, int | None]], floor: i
     """The per-host connection cap: `floor`, raised to above the declared parallelism.
 
     `parallel` is (host:port, max_parallel_requests) per deployment. Deployments sharing a
-    host add up; the headroom keeps health checks and /api/tags from queueing behind
-    requests that use every slot.
+    host add up; the headroom covers connections still finishing after their slot is freed.
     """
     per_host: dict[str, int] = {}
     for host, limit in parallel:

@@ -33,6 +33,12 @@ class Deployment:
         return URL(self.api_base)
 
     @property
+    def host_port(self) -> str:
+        """The backend server, as the connection pools count it."""
+        url = self.api_url
+        return f"{url.host}:{url.port}"
+
+    @property
     def public_api_base(self) -> str:
         """`api_base` without any `user:pass@` (for /health and logs)."""
         return str(self.api_url.with_user(None)) if "@" in self.api_base else self.api_base

@@ -2,12 +2,20 @@
 
 A failed check opens the deployment's breaker at once (routing skips it); a passing check
 closes an open breaker: it is the half-open probe that brings a deployment back.
+
+Checks use a connection pool of their own (`Gateway.checks`), so they never wait behind
+callers' requests, and a check asks a server once for all the deployments it serves. A
+check that times out while that server (host:port) is answering requests (a backend answer
+within the last interval and timeout) is not evidence that it is down: a busy CPU backend is
+slow to answer anything, but it is not broken, and opening its breaker would turn every
+other model it serves away too. A refused connection or an error status always counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
@@ -19,6 +27,7 @@ from synapse.routing.deployment import DeploymentState
 log = logging.getLogger("synapse.health")
 # A health answer is read whole (so its connection is reused), up to this many bytes.
 PROBE_LIMIT = 1 << 20
+TIMED_OUT = f"health check: {upstream.reason(TimeoutError())}"
 
 
 async def probe(pool: Pool, state: DeploymentState, timeout: float) -> str | None:
@@ -48,11 +57,29 @@ async def probe(pool: Pool, state: DeploymentState, timeout: float) -> str | Non
     return failure
 
 
+def _server(state: DeploymentState) -> tuple[str, str | None]:
+    """What a check asks: one answer holds for every deployment of the same server and key."""
+    dep = state.deployment
+    return (dep.ollama_base if dep.speaks_ollama else dep.openai_base), dep.api_key
+
+
+def _answering(states: list[DeploymentState], since: float) -> set[str]:
+    """The host:ports that gave some deployment an answer after `since` (monotonic)."""
+    return {s.deployment.host_port for s in states if s.answered_at >= since}
+
+
 async def check_once(gateway: Gateway) -> None:
     states = list(gateway.router.states.values())
-    timeout = gateway.config.settings.health_check_timeout
-    results = await asyncio.gather(*(probe(gateway.http, s, timeout) for s in states))
-    for state, failure in zip(states, results, strict=True):
+    settings = gateway.config.settings
+    timeout = settings.health_check_timeout
+    servers = {_server(s): s for s in states}  # one probe per server
+    verdicts = await asyncio.gather(*(probe(gateway.checks, s, timeout) for s in servers.values()))
+    by_server = dict(zip(servers, verdicts, strict=True))
+    answering = _answering(states, time.monotonic() - settings.health_check_interval - timeout)
+    for state in states:
+        failure = by_server[_server(state)]
+        if failure == TIMED_OUT and state.deployment.host_port in answering:
+            continue  # busy, not down: its answers to callers say so
         before = state.breaker.state
         if failure is None and before is not State.CLOSED:
             state.breaker.succeeded()

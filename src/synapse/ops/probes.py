@@ -259,6 +259,8 @@ def master_key(
 
 
 def keyed_hint(status: int, ep: Endpoint) -> str:
+    if status == 403:
+        return " (a consumer's key? these checks need the master key)"
     if status != 401:
         return ""
     if ep.via_proxy:

@@ -3,6 +3,9 @@
 The queue serves `interactive` requests before `batch` ones: a batch waiter ranks as if it
 had arrived `batch_aging` seconds later than it did, so it goes after interactive requests
 that arrive within that time but before any arriving later; batch is delayed, never starved.
+When the queue is full an interactive newcomer takes the place of the newest batch waiter
+(which gets the 429 it would have got had it come last), so a bulk indexer that fills the
+queue never locks chat out.
 
 State outlives config reloads when the deployment is unchanged, so limits and breakers
 stay correct for requests that straddle a reload.
@@ -38,10 +41,11 @@ class DeploymentState:
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
         self.batch_aging = batch_aging
-        # (rank, arrival number, waiter): the smallest rank is served first.
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        # (rank, arrival number, waiter, batch): the smallest rank is served first.
+        self._waiters: list[tuple[float, int, asyncio.Future[None], bool]] = []
         self._arrivals = itertools.count()
         self.last_failure: tuple[str, float] | None = None  # (reason, unix time)
+        self.answered_at = float("-inf")  # monotonic time of the backend's last answer
         self._g_in_flight = metrics.IN_FLIGHT.labels(deployment.id)
         self._g_queued = metrics.QUEUED.labels(deployment.id)
         self._g_up = metrics.DEPLOYMENT_UP.labels(
@@ -69,14 +73,12 @@ class DeploymentState:
             self.in_flight += 1
             self._g_in_flight.set(self.in_flight)
             return
-        if self.queue_full:
-            raise Overloaded(
-                f"deployment {self.id} is at max_parallel_requests and its queue is full",
-                headers={"Retry-After": "1"},
-            )
+        batch = priority == "batch"
+        if self.queue_full and (batch or not self._displace_batch()):
+            raise self._queue_full()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        rank = time.monotonic() + (self.batch_aging if priority == "batch" else 0.0)
-        entry = (rank, next(self._arrivals), waiter)
+        rank = time.monotonic() + (self.batch_aging if batch else 0.0)
+        entry = (rank, next(self._arrivals), waiter, batch)
         heapq.heappush(self._waiters, entry)
         self._g_queued.set(len(self._waiters))
         # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as the slot
@@ -85,14 +87,14 @@ class DeploymentState:
             async with asyncio.timeout(self.queue_timeout):
                 await waiter
         except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
+            if _handed_over(waiter):
                 self.release()  # handed over just as the deadline passed
             raise Overloaded(
                 f"deployment {self.id}: no free slot within {self.queue_timeout:g}s",
                 headers={"Retry-After": str(max(1, round(self.queue_timeout)))},
             ) from None
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if _handed_over(waiter):
                 self.release()  # the slot was handed to us as we were cancelled
             raise
         finally:
@@ -101,6 +103,23 @@ class DeploymentState:
                 heapq.heapify(self._waiters)
             self._g_queued.set(len(self._waiters))
         # The releasing request handed its slot over: in_flight is unchanged.
+
+    def _queue_full(self, why: str = "") -> Overloaded:
+        return Overloaded(
+            f"deployment {self.id} is at max_parallel_requests and its queue is full{why}",
+            headers={"Retry-After": "1"},
+        )
+
+    def _displace_batch(self) -> bool:
+        """Refuse the newest batch waiter to make room; False when none is queued."""
+        queued = [e for e in self._waiters if e[3] and not e[2].done()]
+        if not queued:
+            return False
+        newest = max(queued, key=lambda e: e[1])
+        self._waiters.remove(newest)
+        heapq.heapify(self._waiters)
+        newest[2].set_exception(self._queue_full(": a batch request gives way to interactive"))
+        return True
 
     def release(self) -> None:
         while self._waiters:
@@ -115,6 +134,7 @@ class DeploymentState:
         """A request's verdict on the backend; a failure's `reason` is kept for /health."""
         before = self.breaker.state
         if ok:
+            self.answered_at = time.monotonic()
             self.breaker.succeeded()
         else:
             self.note_failure(reason or "failed")
@@ -155,3 +175,8 @@ class DeploymentState:
             if self.last_failure is None
             else {"reason": self.last_failure[0], "at": self.last_failure[1]},
         }
+
+
+def _handed_over(waiter: asyncio.Future[None]) -> bool:
+    """A slot was given to this waiter (not refused by displacement, not cancelled)."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None

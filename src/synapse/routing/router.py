@@ -26,6 +26,7 @@ from synapse.errors import (
     ModelNotFound,
     Overloaded,
     Unavailable,
+    with_article,
 )
 from synapse.routing.deployment import DeploymentState
 
@@ -65,6 +66,7 @@ class Trace:
     backend_request_id: str | None = None
     consumer: str = ""  # consumer name, "master" or "" (anonymous): metrics, log line
     priority: str = "interactive"  # place in a deployment's queue (interactive | batch)
+    allowed: frozenset[str] | None = None  # groups the caller may use (None: every group)
 
     def upstream_id(self) -> str:
         """The id sent to backends: the caller's when it is a UUID, else a fresh UUID.
@@ -89,28 +91,34 @@ class Router:
         }
 
     # -- names ---------------------------------------------------------------------------
-    def resolve(self, name: str) -> str | None:
-        """Model name, alias, or either with Ollama's implicit `:latest` tag → group name."""
+    def resolve(self, name: str, *, listed: bool = False) -> str | None:
+        """Model name, alias, or either with Ollama's implicit `:latest` tag → group name.
+
+        `listed`: only names that model lists show (a hidden alias resolves to nothing).
+        """
         for candidate in _spellings(name):
             if candidate in self._by_group:
                 return candidate
+            if listed and candidate in self.config.hidden_aliases:
+                continue
             target = self.config.aliases.get(candidate)
             if target is not None:
                 return target
         return None
 
-    def require(self, name: object) -> str:
+    def require(self, name: object, path: str, may_use: Callable[[str], bool]) -> str:
+        """The group `name` resolves to; a 404 suggesting only what the caller may use."""
         if not isinstance(name, str) or not name:
             raise BadRequest("'model' is required and must be a string", param="model")
         group = self.resolve(name)
         if group is None:
+            offer = ", ".join(self.offer(path, may_use)) or "none"
             raise ModelNotFound(
-                f"model {name!r} not found; available models: {', '.join(self.public_names())}",
-                param="model",
+                f"model {name!r} not found; available models: {offer}", param="model"
             )
         return group
 
-    def check_mode(self, name: str, group: str, path: str) -> None:
+    def check_mode(self, name: str, group: str, path: str, may_use: Callable[[str], bool]) -> None:
         """A clear 400, before any backend is touched, for a route the model cannot serve.
 
         Sent on, the backend would answer with an error (often a 500) that is the caller's
@@ -121,10 +129,11 @@ class Router:
         declared = self._modes(group)
         if wanted is None or not declared or declared & wanted:
             return
-        fitting = [n for n in self.public_names() if self._modes(self.resolve(n) or "") & wanted]
+        fitting = ", ".join(self.offer(path, may_use)) or "none available"
+        kind = with_article("/".join(sorted(declared)))
         raise BadRequest(
-            f"model {name!r} is a {'/'.join(sorted(declared))} model (model_info.mode) and "
-            f"cannot serve {path}; models that can: {', '.join(fitting) or 'none configured'}",
+            f"model {name!r} is {kind} model (model_info.mode) and "
+            f"cannot serve {path}; models that can: {fitting}",
             param="model",
         )
 
@@ -134,6 +143,20 @@ class Router:
     def public_names(self) -> list[str]:
         visible = (a for a in self.config.aliases if a not in self.config.hidden_aliases)
         return [*self.config.groups, *visible]
+
+    def offer(self, path: str, may_use: Callable[[str], bool]) -> list[str]:
+        """The listed names a caller may use that can serve `path`: all an error suggests.
+
+        A consumer never learns of models outside its allow-list, nor anyone of hidden ones.
+        """
+        wanted = modes_for(path)
+        names = []
+        for name in self.public_names():
+            group = name if name in self._by_group else self.config.aliases[name]
+            declared = self._modes(group)
+            if may_use(group) and (wanted is None or not declared or declared & wanted):
+                names.append(name)
+        return names
 
     def group_states(self, group: str) -> tuple[DeploymentState, ...]:
         return self._by_group[group]
@@ -166,6 +189,13 @@ class Router:
         return f"no healthy deployment for {group!r}{detail}"
 
     # -- execution -----------------------------------------------------------------------
+    def chain(self, group: str, trace: Trace) -> tuple[str, ...]:
+        """`group`, then its fallbacks that the caller may use: a consumer is only ever
+        answered by models on its allow-list, however the primary fails."""
+        fallbacks = self.config.fallbacks.get(group, ())
+        allowed = trace.allowed
+        return (group, *(g for g in fallbacks if allowed is None or g in allowed))
+
     async def run(
         self,
         group: str,
@@ -180,7 +210,7 @@ class Router:
         backoff = max(config.settings.retry_backoff, config.retry_after)
         errors: list[Exception] = []
         trace.group = group
-        for n, current in enumerate((group, *config.fallbacks.get(group, ()))):
+        for n, current in enumerate(self.chain(group, trace)):
             if n:
                 trace.fallback = current
                 metrics.FALLBACKS.labels(group, current).inc()
