@@ -19,7 +19,7 @@ from synapse.server import app, lifecycle
 
 async def block_on_purpose(request: Request) -> Response:
     seconds = float(request.query_string.removeprefix("seconds="))
-    time.sleep(seconds)  # the whole point: nothing else runs meanwhile
+    time.sleep(seconds)  # noqa: ASYNC251 - the point: nothing else runs meanwhile
     return json_response({"slept": seconds})
 
 
