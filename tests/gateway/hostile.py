@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from tests.conftest import Backend, routing_config
+
 MAX_BODY = 16 * 1024 * 1024  # synapse_settings.max_body_bytes (default)
 MAX_FIELDS = 100  # header fields (synapse.http.server)
 MAX_TARGET = 8 * 1024  # request-target bytes (synapse.http.server)
@@ -239,6 +241,19 @@ SHAPES = {
         ),
     )
 }
+
+
+def config(openai: Backend, ollama: Backend) -> dict:
+    """The test gateway's routing config plus a transcription model, so every route has one."""
+    config = routing_config(openai, ollama)
+    config["model_list"].append(
+        {
+            "model_name": "whisper",
+            "litellm_params": {"model": "openai/whisper-1", "api_base": openai.url + "/v1"},
+            "model_info": {"id": "whisper", "mode": "audio_transcription"},
+        }
+    )
+    return config
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
+from tests.conftest import MASTER_KEY, Backend, Gateway
 from tests.gateway import hostile
 
 PROBE_TIMEOUT = 1.0  # seconds: the stalls of issue 24 were 4-60 s
@@ -109,23 +109,11 @@ def backends() -> Iterator[tuple[Backend, Backend]]:
     ollama.stop()
 
 
-def hostile_config(openai: Backend, ollama: Backend) -> dict:
-    config = routing_config(openai, ollama)
-    config["model_list"].append(
-        {
-            "model_name": "whisper",
-            "litellm_params": {"model": "openai/whisper-1", "api_base": openai.url + "/v1"},
-            "model_info": {"id": "whisper", "mode": "audio_transcription"},
-        }
-    )
-    return config
-
-
 @pytest.mark.parametrize("shape", list(hostile.SHAPES.values()), ids=list(hostile.SHAPES))
 def test_no_shape_stalls_the_loop_or_holds_unbounded_memory(
     shape: hostile.Shape, backends: tuple[Backend, Backend], tmp_path: Path
 ) -> None:
-    gateway = Gateway(hostile_config(*backends), tmp_path)
+    gateway = Gateway(hostile.config(*backends), tmp_path)
     try:
         _explore(shape, gateway)
     finally:
