@@ -90,24 +90,25 @@ def messages(n: int, target: Target, key: str) -> bytes:
 
 
 def tool_calls(n: int, target: Target, key: str) -> bytes:
-    """An agent's history: n assistant tool calls, each answered by its tool message."""
-    history: list[dict] = [{"role": "user", "content": "go"}]
+    """An agent's turn: one assistant message with n parallel tool calls, then n tool messages
+    answering them in order (as Ollama clients send them: by tool name, no ids)."""
     ollama = target.path.startswith("/api/")
+    calls: list[dict] = []
+    answers: list[dict] = []
     for i in range(n):
-        call: dict = {"function": {"name": "lookup", "arguments": {"q": i}}}
-        if not ollama:
-            call = {
-                "id": f"call_{i}",
-                "type": "function",
-                "function": {"name": "lookup", "arguments": orjson.dumps({"q": i}).decode()},
-            }
-        history.append({"role": "assistant", "content": "", "tool_calls": [call]})
-        answer = {"role": "tool", "content": f"result {i}"}
         if ollama:
-            answer["tool_name"] = "lookup"
+            calls.append({"function": {"name": "lookup", "arguments": {"q": i}}})
+            answers.append({"role": "tool", "content": f"result {i}", "tool_name": "lookup"})
         else:
-            answer["tool_call_id"] = f"call_{i}"
-        history.append(answer)
+            arguments = orjson.dumps({"q": i}).decode()
+            function = {"name": "lookup", "arguments": arguments}
+            calls.append({"id": f"call_{i}", "type": "function", "function": function})
+            answers.append({"role": "tool", "content": f"result {i}", "tool_call_id": f"call_{i}"})
+    history = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        *answers,
+    ]
     body = {"model": target.model, "messages": history, "stream": False}
     return json_request(target, key, orjson.dumps(body))
 
@@ -210,7 +211,7 @@ SHAPES = {
         Shape(
             "tool_calls",
             "tool calls",
-            8_000,
+            12_000,
             (
                 Target("ollama", "POST", "/api/chat", "llama3.1:8b"),
                 Target("openai", "POST", "/v1/chat/completions", "llama-gpu"),

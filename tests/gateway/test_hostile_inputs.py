@@ -27,6 +27,7 @@ from tests.gateway import hostile
 
 PROBE_TIMEOUT = 1.0  # seconds: the stalls of issue 24 were 4-60 s
 PROBE_EVERY = 0.1
+STALL_WAIT = 300.0  # how long a late probe is waited for, to report the stall's length
 RSS_BOUND = 512 * 1024 * 1024  # peak resident memory: half the pod's 1 GiB limit
 UNREAD_GROWTH = 64 * 1024 * 1024  # memory a client that does not read may make us hold
 EXAMPLES = 3  # random examples per shape, besides the one at full size
@@ -43,8 +44,7 @@ def status_kib(pid: int, field: str) -> int:
 
 class Probe:
     """Liveness on both ports every PROBE_EVERY, each on a fresh connection, and RSS, in a
-    thread while an example runs: the slowest answer (a timeout counts as infinite) and the
-    largest RSS seen."""
+    thread while an example runs: the slowest answer and the largest RSS seen."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.ports = (gateway.port, gateway.ollama_port)
@@ -71,19 +71,18 @@ class Probe:
             self._stop.wait(PROBE_EVERY)
 
     def _probe(self, port: int) -> None:
+        """One liveness request, waited for up to STALL_WAIT so a failure says how long."""
         started = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=STALL_WAIT)
         try:
             conn.request("GET", "/health/liveliness")
             status = conn.getresponse().status
         except OSError as exc:
-            self.failures.append(f"port {port}: {type(exc).__name__} after {PROBE_TIMEOUT}s")
-            self.slowest = float("inf")
-            return
+            self.failures.append(f"port {port}: {type(exc).__name__}")
+            status = 0
         finally:
             conn.close()
-        elapsed = time.monotonic() - started
-        self.slowest = max(self.slowest, elapsed)
+        self.slowest = max(self.slowest, time.monotonic() - started)
         if status != 200:
             self.failures.append(f"port {port}: status {status}")
 
