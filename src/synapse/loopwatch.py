@@ -34,6 +34,7 @@ log = logging.getLogger("synapse.loopwatch")
 
 TICK = 0.1  # seconds between the timer's wakes: 10 histogram samples a second
 STACK_FRAMES = 30  # innermost frames logged (the log keeps lists of up to 32 items)
+LOG_GAP = 1.0  # seconds between two stall lines: a loop late on every wake is not a flood
 
 # Task answering a request → (its trace, its route). Set and cleared on the loop thread only;
 # read by the watchdog thread (dict lookups are atomic under the GIL).
@@ -65,6 +66,8 @@ class LoopWatch:
         self._threshold = threshold
         self._beat = 0.0  # monotonic time of the timer's last wake
         self._reported = 0.0  # the beat whose stall was logged: once per stall
+        self._logged_at = -LOG_GAP  # monotonic time of the last line
+        self._unlogged = 0  # stalls seen within LOG_GAP of a line, told in the next one
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._stopped = threading.Event()
@@ -94,7 +97,11 @@ class LoopWatch:
             late = time.monotonic() - beat - TICK
             if threshold > 0 and late > threshold and beat != self._reported:
                 self._reported = beat
+                if time.monotonic() - self._logged_at < LOG_GAP:
+                    self._unlogged += 1
+                    continue
                 self._log_stall(late, threshold)
+                self._logged_at, self._unlogged = time.monotonic(), 0
 
     def _poll_interval(self) -> float:
         threshold = self._threshold()
@@ -113,6 +120,7 @@ class LoopWatch:
             "route": route,
             "consumer": trace.consumer if trace else None,
             "task": task.get_name() if task is not None else None,
+            "stalls_not_logged": self._unlogged,  # since the previous line (LOG_GAP)
             # most recent call last, as in a traceback
             "stack": [f"{f.filename}:{f.lineno} in {f.name}: {f.line}" for f in stack],
         }

@@ -5,6 +5,7 @@ the loop on purpose (tests/stubs/blocking_gateway.py)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,10 +81,25 @@ def test_a_stall_logs_one_line_naming_the_code_and_the_request(blocking_gateway:
 def test_each_stall_is_logged_once_and_short_waits_not_at_all(blocking_gateway: Gateway) -> None:
     block(blocking_gateway, 0.05, "short-wait")
     block(blocking_gateway, 0.6, "stall-a")
+    time.sleep(1.1)  # past LOG_GAP: lines closer than that are counted, not written
     block(blocking_gateway, 0.6, "stall-b")
     ids = [x["request_id"] for x in stall_lines(blocking_gateway)]
     assert "short-wait" not in ids
     assert ids.count("stall-a") == 1 and ids.count("stall-b") == 1
+
+
+def test_stalls_in_quick_succession_are_counted_in_the_next_line(
+    blocking_gateway: Gateway,
+) -> None:
+    time.sleep(1.1)
+    # two stalls back to back: seen about 0.6 s apart, within LOG_GAP: one line, one counted
+    block(blocking_gateway, 0.6, "burst-0")
+    block(blocking_gateway, 0.6, "burst-1")
+    time.sleep(1.1)
+    block(blocking_gateway, 0.6, "after-burst")
+    lines = {x["request_id"]: x for x in stall_lines(blocking_gateway)}
+    assert "burst-0" in lines and "burst-1" not in lines
+    assert lines["after-burst"]["stalls_not_logged"] == 1
 
 
 def test_threshold_is_validated_at_load(tmp_path: Path) -> None:
