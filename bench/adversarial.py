@@ -16,6 +16,7 @@ shrinking) when the work is linear, about k at kx when it is quadratic. A shape 
 superlinear when that ratio passes 2 at 8x.
 
 Usage: python bench/adversarial.py [--label before] [--shapes a,b] [--out bench/results]
+       python bench/adversarial.py --report-only bench/results/<run>.json  (rewrite its .md)
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from tests.gateway import hostile  # noqa: E402
 MULTIPLES = (1, 2, 4, 8)  # eighths of the full size
 LAG = "synapse_event_loop_lag_seconds"
 SUPERLINEAR = 2.0  # CPU/unit at 8x over CPU/unit at 1x
+MEASURABLE_CPU = 0.05  # s: /proc counts CPU in 10 ms ticks
+STALL = 1.0  # s: one wake later than this is a stall (the hostile test's liveness bound)
+RSS_BOUND_MIB = 512  # the hostile test's peak RSS bound
 
 
 def cpu_seconds(pid: int) -> float:
@@ -138,11 +142,13 @@ def per_unit_ratio(rows: list[dict]) -> list[float]:
     return [(r["cpu_s"] / r["size"]) / base if base > 0 else math.nan for r in rows]
 
 
-def report(results: dict[str, list[dict]], label: str, command: str) -> str:
+def report(run: dict, label: str, command: str) -> str:
+    """Markdown of a run: {"date", "tree", "shapes": {name: rows}}."""
+    results: dict[str, list[dict]] = run["shapes"]
     lines = [
         f"# Hostile request shapes: gateway CPU and loop stalls by size ({label})",
         "",
-        f"Command: `{command}` on {datetime.date.today()}, tree `{git_rev()}`.",
+        f"Command: `{command}` on {run['date']}, tree `{run['tree']}`.",
         "Each shape on its first route (tests/gateway/hostile.py), one request at a time (the",
         "pipelined flood: two connections that never read), against a fresh gateway with stub",
         "backends. CPU: the gateway process from /proc across the request until it answers",
@@ -161,15 +167,32 @@ def report(results: dict[str, list[dict]], label: str, command: str) -> str:
         shape = hostile.SHAPES[name]
         ratios = per_unit_ratio(rows)
         for row, ratio in zip(rows, ratios, strict=True):
+            shown = f"{ratio:.2f}" if rows[0]["cpu_s"] >= MEASURABLE_CPU / 4 else "-"
             status = ",".join(map(str, row["status"])) or f"unread ({row['sent'] >> 20} MiB taken)"
             lines.append(
                 f"| {name} | {shape.targets[0]} | {row['size']:,} {shape.unit} | "
-                f"{row['bytes']:,} | {status} | {row['cpu_s']:.2f} | {ratio:.2f} | "
+                f"{row['bytes']:,} | {status} | {row['cpu_s']:.2f} | {shown} | "
                 f"{row['longest_stall']} | {row['late_total_s']:.2f} | {row['peak_rss_mib']:.0f} |"
             )
-        grows = "superlinear" if ratios[-1] > SUPERLINEAR else "linear"
-        verdicts.append(f"- {name}: {grows} (CPU/unit at 8x = {ratios[-1]:.2f}x that at 1x)")
+        verdicts.append(f"- {name}: {verdict(rows, ratios)}")
     return "\n".join([*lines, "", "## Growth", "", *verdicts, ""])
+
+
+def verdict(rows: list[dict], ratios: list[float]) -> str:
+    """CPU growth, and what the full size did to the loop and to memory."""
+    full = rows[-1]
+    if full["cpu_s"] < MEASURABLE_CPU:
+        growth = f"CPU below /proc's resolution ({full['cpu_s']:.2f} s at 8x)"
+    else:
+        kind = "superlinear" if ratios[-1] > SUPERLINEAR else "linear"
+        growth = f"CPU {kind} (per unit at 8x: {ratios[-1]:.2f}x that at 1x)"
+    bound = float(full["longest_stall"].split()[1])  # "≤ 10 s": the wake was in (5, 10]
+    stall = bound > STALL or full["longest_stall"].startswith(">")
+    loop = f"loop {'STALLED' if stall else 'ok'} at 8x (longest {full['longest_stall']})"
+    memory = f"peak RSS {full['peak_rss_mib']:.0f} MiB" + (
+        " (OVER 512)" if full["peak_rss_mib"] > RSS_BOUND_MIB else ""
+    )
+    return f"{growth}; {loop}; {memory}"
 
 
 def git_rev() -> str:
@@ -186,8 +209,17 @@ def main() -> int:
     parser.add_argument("--label", default="", help="report name suffix, e.g. before / after")
     parser.add_argument("--shapes", default=",".join(hostile.SHAPES), help="comma-separated")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--report-only", metavar="JSON", help="rewrite the report of a run")
     args = parser.parse_args()
     names = [n for n in args.shapes.split(",") if n]
+    command = "make bench-adversarial" + (
+        f" ADVERSARIAL_ARGS='--label {args.label}'" if args.label else ""
+    )
+    if args.report_only:
+        path = Path(args.report_only)
+        run = json.loads(path.read_text())
+        path.with_suffix(".md").write_text(report(run, args.label or "this tree", command))
+        return 0
     results: dict[str, list[dict]] = {}
     backends = (Backend("openai"), Backend("ollama"))
     try:
@@ -199,11 +231,9 @@ def main() -> int:
             backend.stop()
     stem = f"{datetime.date.today()}-adversarial" + (f"-{args.label}" if args.label else "")
     out = Path(args.out)
-    command = "make bench-adversarial" + (
-        f" ADVERSARIAL_ARGS='--label {args.label}'" if args.label else ""
-    )
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(report(results, args.label or "this tree", command))
+    run = {"date": str(datetime.date.today()), "tree": git_rev(), "shapes": results}
+    (out / f"{stem}.json").write_text(json.dumps(run, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(report(run, args.label or "this tree", command))
     print(f"wrote {out / stem}.md")
     return 0
 

@@ -184,10 +184,10 @@ EMBED_TARGETS = (
     Target("ollama", "POST", "/api/embed", "mxbai-embed-large"),
     Target("ollama", "POST", "/v1/embeddings", "embed-openai"),
 )
-ANY_TARGETS = (
-    Target("openai", "GET", "/v1/models"),
-    Target("ollama", "GET", "/api/tags"),
-    Target("ollama", "GET", "/"),
+# The flood's requests are GETs of an 8 KiB unknown path, whatever the route named here.
+FLOOD_TARGETS = (
+    Target("openai", "GET", "/aaa…(8 KiB, 404)"),
+    Target("ollama", "GET", "/aaa…(8 KiB, 404)"),
 )
 
 SHAPES = {
@@ -235,7 +235,7 @@ SHAPES = {
             "pipelined_flood",
             "requests",
             20_000,
-            ANY_TARGETS,
+            FLOOD_TARGETS,
             pipelined_flood,
             reads=False,
             connections=2,
