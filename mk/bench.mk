@@ -11,7 +11,8 @@ SOAK_ARGS ?=
 # aiohttp data path).
 BENCH_BASELINE_ARG = $(if $(filter undefined,$(origin BENCH_BASELINE)),,--baseline '$(BENCH_BASELINE)')
 
-.PHONY: bench bench-soak bench-embeddings bench-profile bench-tools bench-system-deps bench-floor
+.PHONY: bench bench-soak bench-embeddings bench-profile bench-tools bench-system-deps bench-floor \
+  bench-adversarial
 
 # nginx (the cheap backend) and wrk (the load generator) from Debian, only when missing.
 bench-system-deps:
@@ -48,3 +49,7 @@ bench-profile: bench-system-deps $(BENCH_STAMP) ## py-spy profile of Synapse und
 
 bench-floor: bench-system-deps $(BENCH_STAMP) ## what aiohttp alone costs: hello-world server and a bare proxy, same setup
 	cd bench && ../$(BIN)/python floor.py
+
+ADVERSARIAL_ARGS ?=
+bench-adversarial: $(STAMP) ## hostile request shapes at 1x..8x: gateway CPU and loop stalls (~5 min unfixed) → bench/results/<date>-adversarial.md
+	$(BIN)/python bench/adversarial.py $(ADVERSARIAL_ARGS)

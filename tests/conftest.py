@@ -77,7 +77,11 @@ class Gateway:
     """`synapse serve` in a child process on a config written for the test."""
 
     def __init__(
-        self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None
+        self,
+        config: dict[str, Any],
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        module: str = "synapse",  # or a test's launcher taking the same arguments
     ) -> None:
         self.port = free_port()
         self.ollama_port = free_port()
@@ -92,7 +96,7 @@ class Gateway:
             [
                 PYTHON,
                 "-m",
-                "synapse",
+                module,
                 "serve",
                 "--config",
                 str(self.config_path),

@@ -34,6 +34,12 @@ REQUIRED_ALERTS = {
     "SynapseLatencyP99High": {"synapse_request_duration_seconds_bucket"},
     "SynapseBackendDown": {"synapse_deployment_up"},
     "SynapseConfigReloadFailed": {"synapse_config_reloads_total"},
+    # Issue 24: a stall of the event loop, and lag that stays high.
+    "SynapseEventLoopStalled": {
+        "synapse_event_loop_lag_seconds_count",
+        "synapse_event_loop_lag_seconds_bucket",
+    },
+    "SynapseEventLoopLagHigh": {"synapse_event_loop_lag_seconds_bucket"},
     "SynapsePodCrashLooping": {
         "kube_pod_container_status_restarts_total",
         "kube_pod_container_status_waiting_reason",

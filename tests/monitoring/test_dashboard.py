@@ -95,3 +95,11 @@ def test_errors_are_shown_by_status(dash: dict[str, Any]) -> None:
         "synapse_requests_total" in e.promql and "by (status)" in e.promql
         for e in sources.dashboard_exprs()
     )
+
+
+def test_event_loop_lag_and_stalls(dash: dict[str, Any]) -> None:
+    """Issue 24: lag as a percentile, and stalls counted the way SynapseEventLoopStalled does."""
+    exprs = [e.promql for e in sources.dashboard_exprs()]
+    lag = "synapse_event_loop_lag_seconds"
+    assert any("histogram_quantile(0.99," in e and f"{lag}_bucket" in e for e in exprs)
+    assert any(f"{lag}_count" in e and 'le="0.25"' in e for e in exprs)

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from synapse import logs, metrics
+from synapse import logs, loopwatch, metrics
 from synapse.api import cors
 from synapse.api.protocol import error_response, framing_error
 from synapse.consumers.identify import ANONYMOUS, identify, is_master, presented_key
@@ -64,6 +64,7 @@ class Surface:
         trace = new_trace(request.headers.get("X-Request-ID"))
         request["trace"] = trace
         request["route"] = route
+        loopwatch.serving(trace, route)
         request.reply_headers["X-Request-ID"] = trace.request_id
         status = 500
         try:
@@ -155,6 +156,7 @@ _SERIES: dict[tuple[str, str, str, int, str], tuple[Any, Any]] = {}
 
 
 def _finish(request: Request, trace: Trace, status: int, started: float) -> None:
+    loopwatch.done()
     fields: dict[str, object] = {}
     if trace.backend_request_id not in (None, trace.request_id):
         fields["backend_request_id"] = trace.backend_request_id

@@ -160,6 +160,9 @@ class SynapseSettings(BaseModel):
     reload_interval: float = Field(default=2.0, ge=0)
     drain_delay: float = Field(default=5.0, ge=0)
     shutdown_grace: float = Field(default=25.0, ge=0)
+    # The event loop late by more than this (seconds) logs one line naming the code and the
+    # request running (synapse.loopwatch); 0: no line (the lag metric is always kept).
+    loop_stall_threshold: float = Field(default=0.25, ge=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     consumers: list[ConsumerEntry] = []
     # The consumer whose allow-list and limits apply to keyless callers of the Ollama port.

@@ -20,6 +20,7 @@ from synapse.api.protocol import framing_error
 from synapse.gateway import Gateway
 from synapse.health.checker import run_forever as health_checks
 from synapse.http.server import Limits, Server
+from synapse.loopwatch import LoopWatch
 from synapse.server.app import main_app, metrics_app, ollama_app
 
 log = logging.getLogger("synapse")
@@ -73,7 +74,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload)
+    loop_watch = LoopWatch(lambda: gateway.config.settings.loop_stall_threshold)
     tasks = [
+        asyncio.create_task(loop_watch.run()),
         asyncio.create_task(watch_config(gateway)),
         asyncio.create_task(health_checks(gateway)),
     ]
