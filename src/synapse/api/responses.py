@@ -2,7 +2,9 @@
 
 Backends that serve `/responses` themselves get the request as it came (only `model`
 rewritten); the others get it translated to chat completions (synapse.translate.responses).
-Which is which is a per-provider rule, `serves_responses`.
+Which is which is a per-provider rule, `serves_responses`. On the translated path, the ids
+of the items Synapse issues carry the items, so `item_reference` works on any replica
+(synapse.translate.itemids); passed-through requests reach the backend as the client sent them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from synapse.config.model import Deployment
 from synapse.http.message import Request, StreamResponse
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
+from synapse.translate import itemids
 from synapse.translate import responses as resp_tr
 
 # vLLM and OpenAI serve /v1/responses; Ollama deployments are reached through chat completions.
@@ -33,6 +36,7 @@ async def create(request: Request) -> StreamResponse:
     resp_tr.refuse_stateful(body)
     group = ctx.resolve(body.get("model"))
     streaming = body.get("stream") is True
+    key = itemids.item_key(ctx.router.config.master_key)
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
@@ -40,7 +44,7 @@ async def create(request: Request) -> StreamResponse:
             payload = orjson.dumps({**body, "model": dep.backend_model})
             path = "/responses"
         else:
-            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model))
+            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model, key))
             path = "/chat/completions"
         return await ctx.send(state, dep.openai_base + path, payload, streaming=streaming)
 
@@ -70,7 +74,7 @@ async def create(request: Request) -> StreamResponse:
     try:
         answer = orjson.loads(raw)
         if not native:
-            answer = resp_tr.from_chat(answer, body)
+            answer = resp_tr.from_chat(answer, body, key)
         _count(ctx.trace.group or "", answer.get("usage"))
     except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
         raise embed_tr.invalid_answer(up.state.id, exc) from None
