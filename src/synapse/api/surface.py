@@ -41,7 +41,8 @@ _IDENTITY = frozenset({"", "identity"})
 
 class Surface:
     """`keyed`: this listener requires a key (when a master key or consumers are configured);
-    `browser`: it answers cross-origin requests as Ollama does (synapse.api.cors)."""
+    `browser`: it answers cross-origin requests as Ollama does, else only for the configured
+    `cors_origins` (synapse.api.cors)."""
 
     def __init__(
         self, gateway: Gateway, routes: Routes, *, keyed: bool, browser: bool = False
@@ -49,7 +50,7 @@ class Surface:
         self.gateway = gateway
         self.routes = routes
         self.keyed = keyed
-        self.browser = browser
+        self.screen = cors.screen if browser else cors.screen_keyed
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         path = request.path
@@ -70,7 +71,7 @@ class Surface:
         request.reply_headers["X-Request-ID"] = trace.request_id
         status = 500
         try:
-            if self.browser and (early := cors.screen(request, self.gateway)) is not None:
+            if (early := self.screen(request, self.gateway)) is not None:
                 response: Response | StreamResponse = early
             else:
                 response = await self._handle(request, trace, handler, no_route)
