@@ -143,11 +143,11 @@ def test_ids_of_a_deployment_with_another_key_are_refused(
 
 def test_items_too_large_to_carry_say_so(replicas: tuple[openai.OpenAI, openai.OpenAI]) -> None:
     a, b = replicas
-    noise = os.urandom(20_000).hex()  # 40 KB that compresses to ~20 KB: over the id bound
+    noise = os.urandom(20_000).hex()  # 40 KB that compresses to ~20 KB: over the 16 KiB id bound
     first = a.responses.create(model="llama-cpu", input=noise)
     assert first.output_text.endswith(noise) and len(first.output[0].id) < 100
     message = _refused(b, input=[{"type": "item_reference", "id": first.output[0].id}])
-    assert "does not carry its content" in message and "8192 characters" in message
+    assert "does not carry its content" in message and "16384 characters" in message
     assert "'store' to false" in message
     short = a.responses.create(model="llama-cpu", input="short")  # a small item is carried
     assert len(short.output[0].id) > 40

@@ -23,9 +23,9 @@ import orjson
 
 from synapse.errors import BadRequest
 
-# The longest id issued or read: ~6 KiB of compressed item, about 15-20 KB of English text.
-MAX_ID_CHARS = 8192
-_MAX_ITEM_JSON = 64 * 1024  # never compressed or inflated beyond this
+# The longest id issued or read: ~12 KiB of compressed item, about 30 KB of English text.
+MAX_ID_CHARS = 16384
+_MAX_ITEM_JSON = 40 * 1024  # never compressed or inflated beyond this (~5 ms of zlib)
 _TAG_BYTES = 16
 CARRIED, BARE = "s", "x"  # never hex digits, so never the start of a random id
 _KINDS = {"msg": "message", "fc": "function_call"}
