@@ -189,3 +189,25 @@ def test_passed_through_backends_get_the_references_as_sent(
     ]
     replicas[1].responses.create(model="llama-gpu", input=items)  # type: ignore[arg-type]
     assert openai_backend.stats()["last_responses_body"]["input"] == items
+
+
+def test_passed_through_backends_get_this_deployments_items_resolved(
+    replicas: tuple[openai.OpenAI, openai.OpenAI], openai_backend: Backend
+) -> None:
+    """The cluster's shape: an answer from the Ollama fallback, the next turn on vLLM again.
+    vLLM cannot resolve Synapse's ids, so it gets the items; its own ids stay references."""
+    a, b = replicas
+    first = a.responses.create(model="llama-cpu", input="hi")
+    items = [
+        {"role": "user", "content": "hi"},
+        {"type": "item_reference", "id": first.output[0].id},
+        {"type": "item_reference", "id": "msg_from_vllm_itself"},
+        {"role": "user", "content": "again"},
+    ]
+    b.responses.create(model="llama-gpu", input=items)  # type: ignore[arg-type]
+    sent = openai_backend.stats()["last_responses_body"]["input"]
+    assert sent == [
+        items[0],
+        {"type": "message", "role": "assistant", "content": first.output_text},
+        *items[2:],
+    ]

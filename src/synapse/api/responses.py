@@ -1,10 +1,11 @@
 """`POST /v1/responses` (OpenAI's Responses API, create with or without streaming).
 
-Backends that serve `/responses` themselves get the request as it came (only `model`
-rewritten); the others get it translated to chat completions (synapse.translate.responses).
-Which is which is a per-provider rule, `serves_responses`. On the translated path, the ids
-of the items Synapse issues carry the items, so `item_reference` works on any replica
-(synapse.translate.itemids); passed-through requests reach the backend as the client sent them.
+Backends that serve `/responses` themselves get the request as it came, but for `model` and
+for references to items this deployment issued, which become the items; the others get it
+translated to chat completions (synapse.translate.responses). Which is which is a
+per-provider rule, `serves_responses`. The ids of the items Synapse issues on the translated
+path carry the items, so an `item_reference` resolves on any replica with no store
+(synapse.translate.itemids).
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ async def create(request: Request) -> StreamResponse:
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
         if serves_responses(dep):
-            payload = orjson.dumps({**body, "model": dep.backend_model})
+            payload = orjson.dumps(
+                {**resp_tr.with_own_items(body, key), "model": dep.backend_model}
+            )
             path = "/responses"
         else:
             payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model, key))

@@ -6,7 +6,9 @@ non-streamed translated responses (assistant messages and function calls) hold t
 item. Any replica sharing the key rebuilds the item from the id alone; a changed or foreign
 id fails the tag. An item whose id would exceed `MAX_ID_CHARS`, and every streamed item
 (its id is announced before its content exists), gets a bare id (`msg_x…`, `fc_x…`), and a
-reference to it is refused with a 400 that names the alternatives.
+reference to it is refused with a 400 that names the alternatives. Backends that serve the
+Responses API themselves get this deployment's carrying ids replaced by their items (they
+could not resolve them) and every other reference as sent.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _MAX_ITEM_JSON = 40 * 1024  # never compressed or inflated beyond this (~5 ms of
 _TAG_BYTES = 16
 CARRIED, BARE = "s", "x"  # never hex digits, so never the start of a random id
 _KINDS = {"msg": "message", "fc": "function_call"}
+_ARITY = {"message": 2, "function_call": 4}  # the kind, then its fields
 # Without a master key every Synapse shares this public secret: the tag then catches
 # corrupted and foreign ids, not forgeries (which give a caller nothing it could not send
 # as an item itself).
@@ -76,14 +79,23 @@ def resolve(item_id: object, key: bytes, where: str) -> dict:
             f"{MAX_ID_CHARS} characters). {_NO_STORE}",
             param="input",
         )
-    fields = _unpack(prefix, rest, key) if len(item_id) <= MAX_ID_CHARS else None
-    if fields is None:
+    item = carried(item_id, key)
+    if item is None:
         raise BadRequest(
             f"{where}: item {shown!r} was not issued by this Synapse deployment, or was "
             f"changed (Synapse resolves only the ids of items it issued itself, checked with "
             f"its key). {_NO_STORE}",
             param="input",
         )
+    return item
+
+
+def carried(item_id: str, key: bytes) -> dict | None:
+    """The input item a carrying id of this deployment holds, else None."""
+    prefix, _, rest = item_id.partition("_")
+    fields = _unpack(prefix, rest, key) if len(item_id) <= MAX_ID_CHARS else None
+    if fields is None:
+        return None
     if fields[0] == "message":
         return {"type": "message", "role": "assistant", "content": fields[1]}
     return {
@@ -113,12 +125,11 @@ def _unpack(prefix: str, rest: str, key: bytes) -> list | None:
         fields = orjson.loads(raw) if inflate.eof and not inflate.unconsumed_tail else None
     except (zlib.error, orjson.JSONDecodeError):
         return None
-    arity = {"message": 2, "function_call": 4}
     if (
         not isinstance(fields, list)
         or not fields
         or fields[0] != _KINDS[prefix]
-        or len(fields) != arity[fields[0]]
+        or len(fields) != _ARITY[fields[0]]
         or not all(isinstance(f, str) for f in fields)
     ):
         return None

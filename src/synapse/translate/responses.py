@@ -133,6 +133,27 @@ def _messages(body: dict, key: bytes) -> list[dict]:
     return messages
 
 
+def with_own_items(body: dict, key: bytes) -> dict:
+    """The request for a backend that serves `/responses` itself: references to items this
+    deployment issued (on a translated deployment, e.g. a fallback) become the items, which
+    that backend could not resolve; everything else stays as the client sent it."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return body
+    resolved = [itemids.carried(item["id"], key) if _is_reference(item) else None for item in items]
+    if not any(resolved):
+        return body
+    return {**body, "input": [new or old for new, old in zip(resolved, items, strict=True)]}
+
+
+def _is_reference(item: object) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.get("type") == "item_reference"
+        and isinstance(item.get("id"), str)
+    )
+
+
 def _tools(tools: object) -> list[dict]:
     if not isinstance(tools, list):
         raise BadRequest("'tools' must be an array", param="tools")
