@@ -33,8 +33,8 @@ CARRIED, BARE = "s", "x"  # never hex digits, so never the start of a random id
 _KINDS = {"msg": "message", "fc": "function_call"}
 _ARITY = {"message": 2, "function_call": 4}  # the kind, then its fields
 # Without a master key every Synapse shares this public secret: the tag then catches
-# corrupted and foreign ids, not forgeries (which give a caller nothing it could not send
-# as an item itself).
+# corrupted ids and those of keyed deployments, not forgeries (which give a caller nothing
+# it could not send as an item itself).
 KEYLESS_SECRET = "synapse keyless deployment"
 _NO_STORE = (
     "Synapse stores no responses: send the item itself in 'input', or set 'store' to false "
