@@ -2,10 +2,14 @@
 # langchain-ollama, llama-index, the litellm SDK, openai, ollama), pinned in
 # requirements/compat.txt, drive a real Synapse with stub backends on loopback, offline.
 # Their pins clash with the gateway's, so they live in .venv-compat; the gateway and the stubs
-# run on .venv's Python (SYNAPSE_TEST_PYTHON).
+# run on .venv's Python (SYNAPSE_TEST_PYTHON). The Node clients (the Vercel AI SDK, which needs
+# node >= 22: the npm package `node` brings it) are pinned by tests/compat/node/package-lock.json
+# and installed there with `npm ci` (needs npm on the PATH).
 COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_REQS := requirements/compat.txt
+COMPAT_NODE := tests/compat/node
+COMPAT_NODE_STAMP := $(COMPAT_NODE)/node_modules/.installed
 
 .PHONY: compat-tools test-compat
 
@@ -17,8 +21,12 @@ $(COMPAT_STAMP): $(COMPAT_REQS)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(COMPAT_REQS)
 	touch $@
 
-compat-tools: $(COMPAT_STAMP) ## install the real clients into .venv-compat (~3 min once)
+$(COMPAT_NODE_STAMP): $(COMPAT_NODE)/package.json $(COMPAT_NODE)/package-lock.json
+	cd $(COMPAT_NODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-test-compat: $(STAMP) $(COMPAT_STAMP) ## the real clients against a real Synapse (tests/compat)
+compat-tools: $(COMPAT_STAMP) $(COMPAT_NODE_STAMP) ## install the real clients: .venv-compat, tests/compat/node (~3.5 min once)
+
+test-compat: $(STAMP) $(COMPAT_STAMP) $(COMPAT_NODE_STAMP) ## the real clients against a real Synapse (tests/compat)
 	SYNAPSE_TEST_PYTHON=$(abspath $(BIN))/python \
 	  $(COMPAT_VENV)/bin/pytest -q tests/compat $(COMPAT_ARGS)

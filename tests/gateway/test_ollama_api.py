@@ -145,7 +145,7 @@ def test_malformed_json_is_400_in_ollama_shape(gateway: Gateway) -> None:
 
 
 def test_model_management_needs_the_master_key(gateway: Gateway, ollama_backend) -> None:
-    refused = httpx.post(gateway.ollama_url + "/api/pull", json={"model": "llama3.1:8b"})
+    refused = httpx.post(gateway.ollama_url + "/api/pull", json={"model": "qwen3:8b"})
     assert refused.status_code == 403 and "master key" in refused.json()["error"]
     client = ollama.Client(
         host=gateway.ollama_url, headers={"Authorization": f"Bearer {MASTER_KEY}"}

@@ -1,10 +1,17 @@
-"""Cross-origin requests on the Ollama port, as Ollama answers them (OLLAMA_ORIGINS).
+"""Cross-origin requests from browsers, on both ports.
 
-Browser-based Ollama clients (web UIs, editor webviews, desktop apps) call the Ollama port
-from their own origin. Ollama allows loopback origins and app schemes by default and more
-through OLLAMA_ORIGINS; Synapse does the same, with `synapse_settings.ollama_origins` for
-the additions. A pattern may hold one `*` (any text there); `*` alone allows every origin.
-An origin outside the list gets 403, as from Ollama.
+The Ollama port answers as Ollama does (OLLAMA_ORIGINS): browser-based Ollama clients (web
+UIs, editor webviews, desktop apps) call it from their own origin. Ollama allows loopback
+origins and app schemes by default and more through OLLAMA_ORIGINS; Synapse does the same,
+with `synapse_settings.ollama_origins` for the additions. An origin outside the list gets
+403, as from Ollama.
+
+The keyed port serves CORS only for `synapse_settings.cors_origins` (none by default), for
+browser apps that call it with a key (Open WebUI's direct connections): a preflight carries
+no credentials by design, so it is answered without a key; the request that follows still
+needs one. Other origins get no CORS headers (their preflights a 403 naming the setting).
+
+A pattern may hold one `*` (any text there); `*` alone allows every origin.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from synapse.api.protocol import json_response
+from synapse.errors import Forbidden
 from synapse.http.message import Request, Response
 
 if TYPE_CHECKING:
@@ -96,9 +104,33 @@ def screen(request: Request, gateway: Gateway) -> Response | None:
             },
             status=403,
         )
+    return _allow(request, origin)
+
+
+def screen_keyed(request: Request, gateway: Gateway) -> Response | None:
+    """The keyed port: preflights from `cors_origins` answered (before the key is asked for),
+    and every answer to them (errors such as 401 included) readable by the page."""
+    origin = request.headers.get("Origin")
+    patterns = gateway.router.config.settings.cors_origins
+    if not origin or not patterns:
+        return None
+    if not any(matches(p, origin) for p in patterns):
+        if _is_preflight(request):
+            raise Forbidden(
+                f"origin {origin} is not allowed: add it to synapse_settings.cors_origins"
+            )
+        return None  # not a browser's concern: no CORS headers, the key decides as ever
+    return _allow(request, origin)
+
+
+def _is_preflight(request: Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _allow(request: Request, origin: str) -> Response | None:
     request.reply_headers["Access-Control-Allow-Origin"] = origin
     request.reply_headers["Vary"] = "Origin"
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+    if _is_preflight(request):
         return Response(
             status=204,
             headers={

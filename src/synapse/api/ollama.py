@@ -53,7 +53,8 @@ def add_routes(routes: Routes) -> None:
     routes.add("POST", "/api/embeddings", embeddings_legacy)
     routes.add("POST", "/api/chat", chat)
     routes.add("POST", "/api/generate", generate)
-    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
+    routes.add("POST", "/api/pull", pull)
+    for path in ("/api/push", "/api/create", "/api/copy"):
         routes.add("POST", path, manage)
     routes.add("DELETE", "/api/delete", manage)
 
@@ -421,15 +422,50 @@ async def _embed(
 # -- model management (operators only) --------------------------------------------------------
 
 
+# What Ollama streams for a pull of a model it already has (its layers' lines left out).
+PULL_DONE = (
+    b'{"status":"pulling manifest"}\n{"status":"verifying sha256 digest"}\n'
+    b'{"status":"writing manifest"}\n{"status":"success"}\n'
+)
+
+
+async def pull(request: Request) -> StreamResponse:
+    """A pull of a model Synapse serves (any name it answers to) changes nothing, so it is
+    answered as Ollama answers for a model it has, without a key: clients that pull a model
+    missing from /api/tags (mem0's embedder) can start. Other pulls: operators only."""
+    ctx = Context.of(request)
+    if has_master_key(request, ctx.router.config.master_key):
+        return await _forward_management(ctx, await ctx.json())
+    body = await ctx.json()
+    name = _model_field(body)
+    group = ctx.router.resolve(name) if isinstance(name, str) and name else None
+    if group is None:
+        raise _operators_only(request)
+    ctx.trace.model, ctx.trace.group = str(name), group
+    ctx.request["caller"].check_model(str(name), group)
+    if body.get("stream", True) is False:
+        return json_response({"status": "success"})
+    return Response(PULL_DONE, content_type="application/x-ndjson")
+
+
 async def manage(request: Request) -> StreamResponse:
-    """pull/push/create/copy/delete: master key only, forwarded to an Ollama deployment."""
+    """push/create/copy/delete (and pulls of models not served): master key only, forwarded
+    to an Ollama deployment."""
     ctx = Context.of(request)
     if not has_master_key(request, ctx.router.config.master_key):
-        raise Forbidden(
-            f"{request.path} changes the models Ollama stores and is for operators: "
-            "send the master key as 'Authorization: Bearer <key>'"
-        )
-    body = await ctx.json()
+        raise _operators_only(request)
+    return await _forward_management(ctx, await ctx.json())
+
+
+def _operators_only(request: Request) -> Forbidden:
+    return Forbidden(
+        f"{request.path} changes the models Ollama stores and is for operators: "
+        "send the master key as 'Authorization: Bearer <key>'"
+    )
+
+
+async def _forward_management(ctx: Context, body: dict) -> StreamResponse:
+    request = ctx.request
     name = _model_field(body)
     target: DeploymentState | None = None
     group = ctx.router.resolve(name) if isinstance(name, str) else None

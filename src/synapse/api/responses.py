@@ -1,8 +1,11 @@
 """`POST /v1/responses` (OpenAI's Responses API, create with or without streaming).
 
-Backends that serve `/responses` themselves get the request as it came (only `model`
-rewritten); the others get it translated to chat completions (synapse.translate.responses).
-Which is which is a per-provider rule, `serves_responses`.
+Backends that serve `/responses` themselves get the request as it came, but for `model` and
+for references to items this deployment issued, which become the items; the others get it
+translated to chat completions (synapse.translate.responses). Which is which is a
+per-provider rule, `serves_responses`. The ids of the items Synapse issues on the translated
+path carry the items, so an `item_reference` resolves on any replica with no store
+(synapse.translate.itemids).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from synapse.config.model import Deployment
 from synapse.http.message import Request, StreamResponse
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
+from synapse.translate import itemids
 from synapse.translate import responses as resp_tr
 
 # vLLM and OpenAI serve /v1/responses; Ollama deployments are reached through chat completions.
@@ -33,14 +37,17 @@ async def create(request: Request) -> StreamResponse:
     resp_tr.refuse_stateful(body)
     group = ctx.resolve(body.get("model"))
     streaming = body.get("stream") is True
+    key = itemids.item_key(ctx.router.config.master_key)
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
         if serves_responses(dep):
-            payload = orjson.dumps({**body, "model": dep.backend_model})
+            payload = orjson.dumps(
+                {**resp_tr.with_own_items(body, key), "model": dep.backend_model}
+            )
             path = "/responses"
         else:
-            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model))
+            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model, key))
             path = "/chat/completions"
         return await ctx.send(state, dep.openai_base + path, payload, streaming=streaming)
 
@@ -70,7 +77,7 @@ async def create(request: Request) -> StreamResponse:
     try:
         answer = orjson.loads(raw)
         if not native:
-            answer = resp_tr.from_chat(answer, body)
+            answer = resp_tr.from_chat(answer, body, key)
         _count(ctx.trace.group or "", answer.get("usage"))
     except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError) as exc:
         raise embed_tr.invalid_answer(up.state.id, exc) from None

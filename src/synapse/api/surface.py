@@ -17,7 +17,7 @@ from synapse.api import cors
 from synapse.api.protocol import error_response, framing_error
 from synapse.consumers.identify import ANONYMOUS, identify, is_master, presented_key
 from synapse.consumers.limits import LIMITS
-from synapse.errors import BadRequest, GatewayError, RouteNotFound
+from synapse.errors import BadRequest, GatewayError, RouteNotFound, Unauthorized
 from synapse.http.message import Request, Response, StreamResponse
 from synapse.http.routes import NoRoute, Routes
 from synapse.routing import Trace
@@ -31,6 +31,9 @@ log = logging.getLogger("synapse.request")
 QUIET_PATHS = frozenset({"/health/liveliness", "/health/readiness"})
 # /metrics lives on the metrics listener only: here it is a plain 404, keyed or not.
 PUBLIC_PATHS = QUIET_PATHS | {"/", "/api/version", "/metrics"}
+# Answered without a key when the body names a model Synapse serves (synapse.api.ollama.pull);
+# the handler asks for the master key otherwise.
+KEY_OPTIONAL_PATHS = frozenset({"/api/pull"})
 # A caller's X-Request-ID is echoed in a header and the log: printable ASCII only, bounded.
 _REQUEST_ID = re.compile(r"[!-~]{1,128}")
 _IDENTITY = frozenset({"", "identity"})
@@ -38,7 +41,8 @@ _IDENTITY = frozenset({"", "identity"})
 
 class Surface:
     """`keyed`: this listener requires a key (when a master key or consumers are configured);
-    `browser`: it answers cross-origin requests as Ollama does (synapse.api.cors)."""
+    `browser`: it answers cross-origin requests as Ollama does, else only for the configured
+    `cors_origins` (synapse.api.cors)."""
 
     def __init__(
         self, gateway: Gateway, routes: Routes, *, keyed: bool, browser: bool = False
@@ -46,7 +50,7 @@ class Surface:
         self.gateway = gateway
         self.routes = routes
         self.keyed = keyed
-        self.browser = browser
+        self.screen = cors.screen if browser else cors.screen_keyed
 
     async def __call__(self, request: Request) -> Response | StreamResponse:
         path = request.path
@@ -68,7 +72,7 @@ class Surface:
         request.reply_headers["X-Request-ID"] = trace.request_id
         status = 500
         try:
-            if self.browser and (early := cors.screen(request, self.gateway)) is not None:
+            if (early := self.screen(request, self.gateway)) is not None:
                 response: Response | StreamResponse = early
             else:
                 response = await self._handle(request, trace, handler, no_route)
@@ -91,7 +95,11 @@ class Surface:
     ) -> Response | StreamResponse:
         caller = ANONYMOUS
         if request.path not in PUBLIC_PATHS:
-            caller = identify(request, self.gateway.router.config, keyed=self.keyed)
+            try:
+                caller = identify(request, self.gateway.router.config, keyed=self.keyed)
+            except Unauthorized:
+                if request.path not in KEY_OPTIONAL_PATHS:
+                    raise
         request["caller"] = caller
         trace.consumer, trace.priority = caller.label, caller.priority
         trace.allowed = caller.consumer.models if caller.consumer else None

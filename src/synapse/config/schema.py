@@ -6,11 +6,14 @@ about each one so nothing is silently misread. `synapse_settings` is ours and st
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# scheme://host[:port] as in a browser's Origin header; `*` stands for any text.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9*.\-\[\]:]+")
 PROVIDERS = ("ollama", "ollama_chat", "hosted_vllm", "openai")
 Mode = Literal["chat", "completion", "embedding", "audio_transcription", "audio_speech"]
 
@@ -133,6 +136,8 @@ class SynapseSettings(BaseModel):
     ollama_requires_key: bool = False
     # Browser origins the Ollama port accepts besides Ollama's defaults (OLLAMA_ORIGINS syntax).
     ollama_origins: list[str] = []
+    # Browser origins the keyed port answers CORS for (preflights without a key); none by default.
+    cors_origins: list[str] = []
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     header_read_timeout: float = Field(default=10.0, gt=0)
     # An idle client connection is closed after this; longer than the idle timeout of the
@@ -175,6 +180,19 @@ class SynapseSettings(BaseModel):
 
     embedding_batching: EmbeddingBatching = EmbeddingBatching()
     embedding_cache: EmbeddingCache = EmbeddingCache()
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each entry as a browser sends `Origin`: a typo here would silently allow nothing."""
+        for n, origin in enumerate(value):
+            if origin != "*" and not (_ORIGIN.fullmatch(origin) and origin.count("*") <= 1):
+                raise ValueError(
+                    f"entry {n} ({origin!r}): expected an origin such as "
+                    "https://chat.example.com (scheme://host[:port], no path; one '*' "
+                    "allowed, e.g. https://*.example.com), or '*' for any origin"
+                )
+        return value
 
 
 class ConfigFile(_LiteLLMSection):

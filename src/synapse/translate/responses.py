@@ -1,9 +1,10 @@
 """OpenAI's Responses API onto chat completions, for backends that do not serve `/responses`.
 
 Covers text and multi-part input, instructions, multi-turn items (messages, function calls
-and their outputs), function tools, structured output (`text.format`), usage and the
-streaming event sequence (response.created … response.completed). Conversation state is not
-kept: `previous_response_id` is refused before routing (see `refuse_stateful`).
+and their outputs, references to items Synapse issued: synapse.translate.itemids), function
+tools, structured output (`text.format`), usage and the streaming event sequence
+(response.created … response.completed). Conversation state is not kept:
+`previous_response_id` is refused before routing (see `refuse_stateful`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from synapse.errors import BadRequest
+from synapse.translate import itemids
 from synapse.translate.chat import sse_chunks
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -32,8 +34,9 @@ def refuse_stateful(body: dict) -> None:
         if body.get(key):
             raise BadRequest(
                 f"'{key}' is not supported: Synapse does not store responses. Send the "
-                "earlier turns in 'input' (the output items of the previous response "
-                "followed by the new input) and set 'store' to false",
+                "earlier turns in 'input' (the output items of the previous response, or "
+                "item_reference items naming them, followed by the new input), or set "
+                "'store' to false so the client does so",
                 param=key,
             )
     if body.get("background"):
@@ -78,7 +81,7 @@ def _content(content: object, where: str) -> str | list[dict]:
     return parts
 
 
-def _messages(body: dict) -> list[dict]:
+def _messages(body: dict, key: bytes) -> list[dict]:
     messages: list[dict] = []
     instructions = body.get("instructions")
     if instructions:
@@ -93,6 +96,9 @@ def _messages(body: dict) -> list[dict]:
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object", param="input")
         kind = item.get("type", "message")
+        if kind == "item_reference":
+            item = itemids.resolve(item.get("id"), key, where)
+            kind = item["type"]
         if kind == "message":
             role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
             if role is None:
@@ -119,11 +125,33 @@ def _messages(body: dict) -> list[dict]:
             continue  # a previous turn's reasoning: chat completions takes none back
         else:
             raise BadRequest(
-                f"{where}: items of type '{kind}' need OpenAI's hosted tools, which this "
-                "deployment does not have",
+                f"{where}: items of type {kind!r} are not supported by this deployment; it "
+                "takes message, function_call, function_call_output, reasoning and "
+                "item_reference items (other item types belong to OpenAI's hosted tools)",
                 param="input",
             )
     return messages
+
+
+def with_own_items(body: dict, key: bytes) -> dict:
+    """The request for a backend that serves `/responses` itself: references to items this
+    deployment issued (on a translated deployment, e.g. a fallback) become the items, which
+    that backend could not resolve; everything else stays as the client sent it."""
+    items = body.get("input")
+    if not isinstance(items, list):
+        return body
+    resolved = [itemids.carried(item["id"], key) if _is_reference(item) else None for item in items]
+    if not any(resolved):
+        return body
+    return {**body, "input": [new or old for new, old in zip(resolved, items, strict=True)]}
+
+
+def _is_reference(item: object) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.get("type") == "item_reference"
+        and isinstance(item.get("id"), str)
+    )
 
 
 def _tools(tools: object) -> list[dict]:
@@ -160,9 +188,10 @@ def _response_format(text: object) -> dict | None:
     raise BadRequest(f"text.format.type {fmt['type']!r} is not supported", param="text")
 
 
-def chat_request(body: dict, backend_model: str) -> dict:
-    """The chat completions request that does what a Responses `create` asks."""
-    request: dict[str, object] = {"model": backend_model, "messages": _messages(body)}
+def chat_request(body: dict, backend_model: str, key: bytes) -> dict:
+    """The chat completions request that does what a Responses `create` asks; `key` checks
+    the ids of referenced items (itemids.item_key)."""
+    request: dict[str, object] = {"model": backend_model, "messages": _messages(body, key)}
     if body.get("tools"):
         request["tools"] = _tools(body["tools"])
         if body.get("tool_choice") is not None:
@@ -272,25 +301,20 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
     }
 
 
-def from_chat(answer: dict, body: dict) -> dict:
-    """A non-streamed chat completion as a Responses API response object."""
+def from_chat(answer: dict, body: dict, key: bytes) -> dict:
+    """A non-streamed chat completion as a Responses API response object; its items' ids
+    carry the items (itemids), signed with `key`."""
     choice = (answer.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     response = envelope(body, new_id("resp"), int(answer.get("created") or time.time()))
     output: list[dict] = []
     if message.get("content"):
-        output.append(_message_item(new_id("msg"), message["content"], "completed"))
+        text = message["content"]
+        output.append(_message_item(itemids.carrying_id("msg", [text], key), text, "completed"))
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        output.append(
-            _call_item(
-                new_id("fc"),
-                call.get("id") or new_id("call"),
-                fn.get("name") or "",
-                fn.get("arguments") or "",
-                "completed",
-            )
-        )
+        fields = [call.get("id") or new_id("call"), fn.get("name") or "", fn.get("arguments") or ""]
+        output.append(_call_item(itemids.carrying_id("fc", fields, key), *fields, "completed"))
     response["output"] = output
     return _finish(response, choice.get("finish_reason"), answer.get("usage"))
 
@@ -336,7 +360,7 @@ class StreamState:
     def text(self, delta: str) -> list[bytes]:
         events = []
         if self.message is None:
-            self.message = _Item(self._new_index(), new_id("msg"))
+            self.message = _Item(self._new_index(), itemids.bare_id("msg"))
             item = _message_item(self.message.item_id, "", "in_progress")
             events += [
                 self.event(
@@ -370,7 +394,7 @@ class StreamState:
         if slot is None:
             slot = _Item(
                 self._new_index(),
-                new_id("fc"),
+                itemids.bare_id("fc"),
                 call_id=chunk_call.get("id") or new_id("call"),
                 name=fn.get("name") or "",
             )
