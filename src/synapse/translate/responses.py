@@ -299,9 +299,13 @@ def from_chat(answer: dict, body: dict) -> dict:
 class _Item:
     index: int
     item_id: str
-    text: str = ""
+    parts: list[str] = field(default_factory=list)  # joined once at the end: linear
     call_id: str = ""
     name: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 @dataclass
@@ -350,7 +354,7 @@ class StreamState:
                     part=_text_part(""),
                 ),
             ]
-        self.message.text += delta
+        self.message.parts.append(delta)
         events.append(
             self.event(
                 "response.output_text.delta",
@@ -380,7 +384,7 @@ class StreamState:
                 self.event("response.output_item.added", output_index=slot.index, item=item)
             )
         if fn.get("arguments"):
-            slot.text += fn["arguments"]
+            slot.parts.append(fn["arguments"])
             events.append(
                 self.event(
                     "response.function_call_arguments.delta",
@@ -396,13 +400,14 @@ class StreamState:
         done: list[tuple[int, dict]] = []
         if self.message is not None:
             m = self.message
+            text = m.text
             events += [
                 self.event(
                     "response.output_text.done",
                     item_id=m.item_id,
                     output_index=m.index,
                     content_index=0,
-                    text=m.text,
+                    text=text,
                     logprobs=[],
                 ),
                 self.event(
@@ -410,23 +415,24 @@ class StreamState:
                     item_id=m.item_id,
                     output_index=m.index,
                     content_index=0,
-                    part=_text_part(m.text),
+                    part=_text_part(text),
                 ),
             ]
-            item = _message_item(m.item_id, m.text, "completed")
+            item = _message_item(m.item_id, text, "completed")
             events.append(self.event("response.output_item.done", output_index=m.index, item=item))
             done.append((m.index, item))
         for slot in self.calls.values():
+            arguments = slot.text
             events.append(
                 self.event(
                     "response.function_call_arguments.done",
                     item_id=slot.item_id,
                     output_index=slot.index,
                     name=slot.name,
-                    arguments=slot.text,
+                    arguments=arguments,
                 )
             )
-            item = _call_item(slot.item_id, slot.call_id, slot.name, slot.text, "completed")
+            item = _call_item(slot.item_id, slot.call_id, slot.name, arguments, "completed")
             events.append(
                 self.event("response.output_item.done", output_index=slot.index, item=item)
             )
