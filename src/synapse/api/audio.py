@@ -122,10 +122,10 @@ class _FormReader:
         self._kind = None
 
     def _header_end(self) -> None:
-        """A part header, refused if it holds a control character: it is copied (name,
-        filename, Content-Type) into the form rebuilt for the backend, where a bare LF
-        would start a header of the caller's choosing."""
-        if _CONTROL.search(self._field) or _CONTROL.search(self._value):
+        """A part header, refused if its value holds a control character (the parser has
+        checked the name): values are copied (name, filename, Content-Type) into the form
+        rebuilt for the backend, where a bare LF would start a header of the caller's choosing."""
+        if _CONTROL.search(self._value):
             raise BadRequest("a form part header holds a control character (only HTAB is allowed)")
         self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field.clear()
