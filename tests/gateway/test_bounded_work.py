@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import orjson
@@ -118,19 +119,15 @@ def fragments() -> Iterator[str]:
     proc.wait()
 
 
-@pytest.fixture(scope="module")
-def gw(
-    openai_backend: Backend,
-    ollama_backend: Backend,
-    fragments: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
+def bounded_config(
+    openai_backend: Backend, ollama_backend: Backend, fragments: str, **settings: object
+) -> dict:
     agent = {
         "name": "agent",
         "key": "os.environ/KEY_AGENT",
         "models": ["llama3.1:8b", "embed-openai", "whisper", "fragments", "fragments-ollama"],
     }
-    config = routing_config(openai_backend, ollama_backend, consumers=[agent])
+    config = routing_config(openai_backend, ollama_backend, consumers=[agent], **settings)
     config["synapse_settings"]["ollama_consumer"] = "agent"
     config["model_list"] += [
         {
@@ -149,6 +146,17 @@ def gw(
             "model_info": {"mode": "chat"},
         },
     ]
+    return config
+
+
+@pytest.fixture(scope="module")
+def gw(
+    openai_backend: Backend,
+    ollama_backend: Backend,
+    fragments: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    config = bounded_config(openai_backend, ollama_backend, fragments)
     gateway = Gateway(config, tmp_path_factory.mktemp("bounded"), env=KEYS)
     yield gateway
     gateway.stop()
@@ -264,6 +272,38 @@ def test_text_streamed_in_many_pieces_is_joined_once(gw: Gateway) -> None:
     assert text == "x" * FRAGMENTS * FRAGMENT_SIZE
     assert probe.answered and probe.missed == 0
     assert probe.cpu < STREAM_CPU_BOUND, probe.cpu
+
+
+def test_what_a_translator_holds_is_bounded_by_max_response_bytes(
+    openai_backend: Backend, ollama_backend: Backend, fragments: str, make_gateway: Any
+) -> None:
+    """Tool arguments (/api/chat) and text (/v1/responses) are held until the stream's last
+    event: past `max_response_bytes` (4 MiB here, 12 MiB streamed) the stream is broken."""
+    config = bounded_config(openai_backend, ollama_backend, fragments, max_response_bytes=4 * MIB)
+    small = make_gateway(config, env=KEYS)
+    body = {
+        "model": "fragments",
+        "messages": [{"role": "user", "content": "call f"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    }
+    ndjson = broken_stream(small.ollama_url + "/api/chat", body)
+    last = orjson.loads(ndjson.splitlines()[-1])
+    assert "max_response_bytes" in last["error"] and "done" not in last
+    body = {"model": "fragments-ollama", "input": "talk", "stream": True}
+    events = broken_stream(small.url + "/v1/responses", body, headers=[AUTH])
+    assert b"max_response_bytes" in events and b"response.completed" not in events
+
+
+def broken_stream(url: str, body: dict, **kw: Any) -> bytes:
+    """What a stream carried before the gateway cut it (a broken stream has no end)."""
+    received = bytearray()
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", url, json=body, timeout=60, **kw) as answer,
+    ):
+        for piece in answer.iter_bytes():
+            received += piece
+    return bytes(received)
 
 
 # -- finding 10: control characters in upload part headers -------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synapse.errors import BadRequest
@@ -87,6 +87,7 @@ def translated(messages: list[dict]) -> list[dict]:
     return chat_request({"messages": messages}, "m", "hosted_vllm", "dep")["messages"]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a shared, busy machine
 @given(HISTORY)
 def test_any_history_is_matched_as_before(messages: list[dict]) -> None:
     assert translated(messages) == reference(messages)

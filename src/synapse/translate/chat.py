@@ -333,6 +333,10 @@ def _part(
     return out
 
 
+def too_long(limit: int) -> str:
+    return f"the answer held for translation exceeds {limit} characters (max_response_bytes)"
+
+
 async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict | None]:
     """The JSON chunks of an OpenAI SSE stream, then None for `data: [DONE]`.
 
@@ -357,17 +361,19 @@ async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict | None]:
 
 
 async def sse_to_ndjson(
-    lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool
+    lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool, limit: int
 ) -> AsyncIterator[bytes]:
     """Re-frame an OpenAI SSE stream as Ollama NDJSON; the last line has `done: true`.
 
     Stops without the final line if the SSE stream ends before `data: [DONE]`, so the
-    relay reports the stream as broken.
+    relay reports the stream as broken. Tool-call arguments are held until that line: more
+    than `limit` characters of them break the stream too.
     """
     usage: dict | None = None
     finish: str | None = None
     calls: dict[int, dict] = {}
     arguments: dict[int, list[str]] = {}  # a call's argument fragments, joined once at the end
+    held = 0
     async for chunk in sse_chunks(lines):
         if chunk is None:
             for k, parts in arguments.items():
@@ -395,7 +401,11 @@ async def sse_to_ndjson(
                     fn = call.get("function") or {}
                     if fn.get("name"):
                         slot["function"]["name"] = fn["name"]
-                    arguments.setdefault(index, []).append(fn.get("arguments") or "")
+                    piece = fn.get("arguments") or ""
+                    held += len(piece)
+                    if held > limit:
+                        raise ValueError(too_long(limit))
+                    arguments.setdefault(index, []).append(piece)
             if text or thinking:
                 timing.mark()
                 part = _part(model, text, generate, thinking=thinking)

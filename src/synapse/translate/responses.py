@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from synapse.errors import BadRequest
-from synapse.translate.chat import sse_chunks
+from synapse.translate.chat import sse_chunks, too_long
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
@@ -313,11 +313,13 @@ class StreamState:
     """Builds the Responses event sequence from chat completion chunks."""
 
     body: dict
+    limit: int  # characters of text and arguments held for the final events
     response: dict = field(init=False)
     sequence: int = 0
     message: _Item | None = None
     calls: dict[int, _Item] = field(default_factory=dict)
     next_index: int = 0
+    held: int = 0
 
     def __post_init__(self) -> None:
         self.response = envelope(self.body, new_id("resp"), int(time.time()))
@@ -332,6 +334,12 @@ class StreamState:
             self.event("response.created", response=self.response),
             self.event("response.in_progress", response=self.response),
         ]
+
+    def _hold(self, item: _Item, piece: str) -> None:
+        self.held += len(piece)
+        if self.held > self.limit:
+            raise ValueError(too_long(self.limit))
+        item.parts.append(piece)
 
     def _new_index(self) -> int:
         self.next_index += 1
@@ -354,7 +362,7 @@ class StreamState:
                     part=_text_part(""),
                 ),
             ]
-        self.message.parts.append(delta)
+        self._hold(self.message, delta)
         events.append(
             self.event(
                 "response.output_text.delta",
@@ -384,7 +392,7 @@ class StreamState:
                 self.event("response.output_item.added", output_index=slot.index, item=item)
             )
         if fn.get("arguments"):
-            slot.parts.append(fn["arguments"])
+            self._hold(slot, fn["arguments"])
             events.append(
                 self.event(
                     "response.function_call_arguments.delta",
@@ -445,13 +453,15 @@ class StreamState:
         return events
 
 
-async def sse_to_events(lines: AsyncIterator[bytes], body: dict) -> AsyncIterator[bytes]:
+async def sse_to_events(
+    lines: AsyncIterator[bytes], body: dict, limit: int
+) -> AsyncIterator[bytes]:
     """Chat completion SSE → Responses API SSE events.
 
     Ends without `response.completed` if the chat stream ends before `data: [DONE]`, so the
     relay reports the stream as broken.
     """
-    state = StreamState(body)
+    state = StreamState(body, limit)
     for event in state.start():
         yield event
     finish: str | None = None
