@@ -32,9 +32,9 @@ PROBE_TIMEOUT = 2.0
 MIB = 1 << 20
 # A 16 MiB body parsed whole held ~830 MiB; refused from its bytes, it costs a few copies of itself.
 RSS_BOUND = 200 * MIB
-FRAGMENTS, FRAGMENT_SIZE = 8000, 1536  # 12 MiB streamed in 8,000 pieces
-# CPU-seconds the gateway may spend translating them: about 0.5 when the pieces are joined
-# once; re-copying the text gathered so far at every piece (48 GB of copying) took 5 and more.
+FRAGMENTS, FRAGMENT_SIZE = 8000, 2560  # 20 MiB streamed in 8,000 pieces
+# CPU-seconds the gateway may spend translating them: 0.3-0.7 when the pieces are joined once;
+# re-copying the text gathered so far at every piece took 9 (text) and 73 (arguments).
 STREAM_CPU_BOUND = 3.0
 
 
@@ -244,7 +244,7 @@ def test_a_long_tool_history_is_translated_in_linear_time(gw: Gateway) -> None:
 
 
 def test_tool_arguments_streamed_in_many_pieces_are_joined_once(gw: Gateway) -> None:
-    """/api/chat translated from a vLLM stream: 12 MiB of arguments in 8,000 pieces."""
+    """/api/chat translated from a vLLM stream: 20 MiB of arguments in 8,000 pieces."""
     body = {
         "model": "fragments",
         "messages": [{"role": "user", "content": "call f"}],
@@ -261,7 +261,7 @@ def test_tool_arguments_streamed_in_many_pieces_are_joined_once(gw: Gateway) -> 
 
 
 def test_text_streamed_in_many_pieces_is_joined_once(gw: Gateway) -> None:
-    """/v1/responses translated from an Ollama deployment's chat stream: 12 MiB of text in
+    """/v1/responses translated from an Ollama deployment's chat stream: 20 MiB of text in
     8,000 pieces."""
     body = {"model": "fragments-ollama", "input": "talk", "stream": True}
     with Probe(gw) as probe:
@@ -278,7 +278,7 @@ def test_what_a_translator_holds_is_bounded_by_max_response_bytes(
     openai_backend: Backend, ollama_backend: Backend, fragments: str, make_gateway: Any
 ) -> None:
     """Tool arguments (/api/chat) and text (/v1/responses) are held until the stream's last
-    event: past `max_response_bytes` (4 MiB here, 12 MiB streamed) the stream is broken."""
+    event: past `max_response_bytes` (4 MiB here, 20 MiB streamed) the stream is broken."""
     config = bounded_config(openai_backend, ollama_backend, fragments, max_response_bytes=4 * MIB)
     small = make_gateway(config, env=KEYS)
     body = {
