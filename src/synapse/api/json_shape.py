@@ -17,8 +17,8 @@ from synapse.errors import BadRequest, PayloadTooLarge
 # at the door, with room left for the levels a translation adds.
 MAX_DEPTH = 128
 # Values, counted as `[`, `{`, `,` and `:` outside strings (each element after the first of a
-# container follows a `,`, each member has a `:`): at most ~60 MiB of Python objects, and room
-# for 300,000-token embedding requests sent as token arrays.
+# container follows a `,`, each member has a `:`): parsed, at most about 40 MiB of Python
+# objects (measured; README "Security"), and room for 300,000 tokens sent as token arrays.
 MAX_VALUES = 1 << 19
 
 _KEEP = b'[]{},:"'
