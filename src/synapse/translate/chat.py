@@ -105,7 +105,7 @@ class _Unanswered:
 
     def claim(self, call_id: str | None, name: str | None) -> dict | None:
         """The earliest call with this id, else with this function name, else the earliest."""
-        call = _first(self.by_id.get(call_id)) if call_id else None  # type: ignore[arg-type]
+        call = _first(self.by_id.get(call_id)) if call_id else None
         call = call or _first(self.by_name.get(name) if name else self.calls)
         if call is None:
             return None
