@@ -8,6 +8,7 @@ are read, the number of parts is capped, and encoded parts are refused (nothing 
 
 from __future__ import annotations
 
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ CHUNK = 64 * 1024
 # OpenAI's transcription form has about a dozen fields (some repeated, like include[]).
 MAX_PARTS = 64
 _PLAIN_TRANSFER = frozenset({"", "binary", "8bit", "7bit"})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but HTAB, and DEL (RFC 9110 5.5)
 
 
 class Upload:
@@ -122,6 +124,11 @@ class _FormReader:
         self._kind = None
 
     def _header_end(self) -> None:
+        """A part header, refused if its value holds a control character (the parser has
+        checked the name): values are copied (name, filename, Content-Type) into the form
+        rebuilt for the backend, where a bare LF would start a header of the caller's choosing."""
+        if _CONTROL.search(self._value):
+            raise BadRequest("a form part header holds a control character (only HTAB is allowed)")
         self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field.clear()
         self._value.clear()

@@ -367,7 +367,9 @@ async def _chat_like(request: Request, *, generate: bool) -> StreamResponse:
             return await relay.relay_ndjson(request, up, ctx.trace)
         return await relay.passthrough(up, ctx.trace)
     if streaming:
-        source = chat_tr.sse_to_ndjson(up.lines(), str(model), timing, generate=generate)
+        source = chat_tr.sse_to_ndjson(
+            up.lines(), str(model), timing, generate=generate, limit=up.limit
+        )
         return await relay.relay_ndjson(request, up, ctx.trace, source=source)
     raw = await relay.read_all(up)
     relay.record_usage(ctx.trace.group or "", raw)

@@ -8,13 +8,11 @@ from contextlib import asynccontextmanager
 
 import orjson
 
+from synapse.api import json_shape
 from synapse.errors import BadRequest, GatewayError, PayloadTooLarge
 from synapse.http.message import BodyError, Request, Response
 
 JSON = "application/json"
-# orjson parses up to 1024 levels but serialises only 254: anything deeper than this is refused
-# at the door, with room left for the levels a translation adds.
-MAX_JSON_DEPTH = 128
 
 
 def is_ollama_path(path: str) -> bool:
@@ -85,28 +83,16 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 
 async def read_json(request: Request, limit: int, timeout: float) -> dict:
+    """The body as a JSON object; its depth and number of values are checked before parsing."""
     raw = await read_body(request, limit, timeout)
+    json_shape.check(raw)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and too_deep(body, MAX_JSON_DEPTH):
-        raise BadRequest(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     return body
-
-
-def too_deep(value: object, limit: int) -> bool:
-    """True when containers nest deeper than `limit` (iterative: no recursion limit to hit)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))  # type: ignore[union-attr]
-    return False
 
 
 def json_response(data: object, status: int = 200) -> Response:

@@ -61,7 +61,7 @@ async def create(request: Request) -> StreamResponse:
         source = (
             resp_tr.checked_events(up.lines())
             if native
-            else resp_tr.sse_to_events(up.lines(), body)
+            else resp_tr.sse_to_events(up.lines(), body, up.limit)
         )
         return await relay.stream(
             request,

@@ -8,6 +8,7 @@ the rest. Counts come from the backend's usage.
 from __future__ import annotations
 
 import time
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -73,11 +74,64 @@ def _think(think: object, provider: str) -> dict[str, object]:
     return out
 
 
-def _message(i: int, message: object, deployment: str, pending: list[dict]) -> dict[str, object]:
-    """One Ollama message as OpenAI's; `pending`: tool calls not yet answered, in order.
+@dataclass(slots=True)
+class _Call:
+    openai: dict
+    answered: bool = False
+
+
+class _Unanswered:
+    """The tool calls of the last assistant turn that no tool result has claimed yet.
+
+    Indexed by id and by function name, each in call order: a result finds its call in O(1)
+    (claimed calls are dropped from the front of a queue once, when next met), so a long tool
+    history costs time linear in its length.
+    """
+
+    def __init__(self) -> None:
+        self.new_turn()
+
+    def new_turn(self) -> None:
+        """An assistant message with tool calls: earlier calls can no longer be answered."""
+        self.calls: deque[_Call] = deque()
+        self.by_id: dict[str, deque[_Call]] = defaultdict(deque)
+        self.by_name: dict[str | None, deque[_Call]] = defaultdict(deque)
+
+    def add(self, openai_call: dict) -> None:
+        call = _Call(openai_call)
+        self.calls.append(call)
+        self.by_id[openai_call["id"]].append(call)
+        self.by_name[openai_call["function"]["name"]].append(call)
+
+    def claim(self, call_id: str | None, name: str | None) -> dict | None:
+        """The earliest call with this id, else with this function name, else the earliest."""
+        call = _first(self.by_id.get(call_id)) if call_id else None
+        call = call or _first(self.by_name.get(name) if name else self.calls)
+        if call is None:
+            return None
+        call.answered = True
+        return call.openai
+
+
+def _first(queue: deque[_Call] | None) -> _Call | None:
+    while queue and queue[0].answered:
+        queue.popleft()
+    return queue[0] if queue else None
+
+
+def _text_field(value: object, where: str) -> str | None:
+    """An id or name the client may leave out; when present it must be a string."""
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(f"{where} must be a string", param="messages")
+
+
+def _message(i: int, message: object, deployment: str, pending: _Unanswered) -> dict[str, object]:
+    """One Ollama message as OpenAI's; `pending`: tool calls not yet answered.
 
     Tool-call ids are kept both ways: Ollama's own `id` / `tool_call_id` when the client sent
-    them, otherwise a tool result is matched to the earliest unanswered call of its name.
+    them, otherwise a tool result is matched to the earliest unanswered call of its name
+    (or, without a name, the earliest unanswered call).
     """
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise BadRequest(f"messages[{i}] must be an object with a 'role'", param="messages")
@@ -90,28 +144,13 @@ def _message(i: int, message: object, deployment: str, pending: list[dict]) -> d
     out: dict[str, object] = {"role": message["role"], "content": message.get("content") or ""}
     calls = message.get("tool_calls")
     if isinstance(calls, list) and calls:
-        pending.clear()
-        out["tool_calls"] = []
-        for n, call in enumerate(calls):
-            fn = (call.get("function") if isinstance(call, dict) else None) or {}
-            openai_call = {
-                "id": (call.get("id") if isinstance(call, dict) else None) or f"call_{i}_{n}",
-                "type": "function",
-                "function": {
-                    "name": fn.get("name"),
-                    "arguments": orjson.dumps(fn.get("arguments", {})).decode(),
-                },
-            }
-            out["tool_calls"].append(openai_call)  # type: ignore[union-attr]
-            pending.append(openai_call)
+        pending.new_turn()
+        out["tool_calls"] = [_tool_call(i, n, call, pending) for n, call in enumerate(calls)]
     if message["role"] == "tool":
-        call_id = message.get("tool_call_id")
+        call_id = _text_field(message.get("tool_call_id"), f"messages[{i}].tool_call_id")
         name = message.get("tool_name") or message.get("name")
-        match = next((c for c in pending if c["id"] == call_id), None) or next(
-            (c for c in pending if not name or c["function"]["name"] == name), None
-        )
+        match = pending.claim(call_id, _text_field(name, f"messages[{i}].tool_name"))
         if match is not None:  # the call's id as the backend saw it (maybe one we made up)
-            pending.remove(match)
             call_id = match["id"]
         if call_id:
             out["tool_call_id"] = call_id
@@ -120,11 +159,30 @@ def _message(i: int, message: object, deployment: str, pending: list[dict]) -> d
     return out
 
 
+def _tool_call(i: int, n: int, call: object, pending: _Unanswered) -> dict[str, object]:
+    """An Ollama tool call as OpenAI's, with an id made up when the client sent none."""
+    where = f"messages[{i}].tool_calls[{n}]"
+    call = call if isinstance(call, dict) else {}
+    fn = call.get("function") or {}
+    if not isinstance(fn, dict):
+        raise BadRequest(f"{where}.function must be an object", param="messages")
+    openai_call = {
+        "id": _text_field(call.get("id"), f"{where}.id") or f"call_{i}_{n}",
+        "type": "function",
+        "function": {
+            "name": _text_field(fn.get("name"), f"{where}.function.name"),
+            "arguments": orjson.dumps(fn.get("arguments", {})).decode(),
+        },
+    }
+    pending.add(openai_call)
+    return openai_call
+
+
 def chat_request(body: dict, backend_model: str, provider: str, deployment: str) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("'messages' must be an array", param="messages")
-    pending: list[dict] = []
+    pending = _Unanswered()
     request: dict[str, object] = {
         "model": backend_model,
         "messages": [_message(i, m, deployment, pending) for i, m in enumerate(messages)],
@@ -275,6 +333,10 @@ def _part(
     return out
 
 
+def too_long(limit: int) -> str:
+    return f"the answer held for translation exceeds {limit} characters (max_response_bytes)"
+
+
 async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict | None]:
     """The JSON chunks of an OpenAI SSE stream, then None for `data: [DONE]`.
 
@@ -299,18 +361,23 @@ async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict | None]:
 
 
 async def sse_to_ndjson(
-    lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool
+    lines: AsyncIterator[bytes], model: str, timing: Timing, *, generate: bool, limit: int
 ) -> AsyncIterator[bytes]:
     """Re-frame an OpenAI SSE stream as Ollama NDJSON; the last line has `done: true`.
 
     Stops without the final line if the SSE stream ends before `data: [DONE]`, so the
-    relay reports the stream as broken.
+    relay reports the stream as broken. Tool-call arguments are held until that line: more
+    than `limit` characters of them break the stream too.
     """
     usage: dict | None = None
     finish: str | None = None
     calls: dict[int, dict] = {}
+    arguments: dict[int, list[str]] = {}  # a call's argument fragments, joined once at the end
+    held = 0
     async for chunk in sse_chunks(lines):
         if chunk is None:
+            for k, parts in arguments.items():
+                calls[k]["function"]["arguments"] = "".join(parts)
             final = _part(model, "", generate, [calls[k] for k in sorted(calls)])
             final.update(final_fields(usage, finish, timing))
             yield orjson.dumps(final) + b"\n"
@@ -327,15 +394,18 @@ async def sse_to_ndjson(
                 text = delta.get("content") or ""
                 thinking = _reasoning(delta)
                 for call in delta.get("tool_calls") or ():
-                    slot = calls.setdefault(
-                        call.get("index", 0), {"function": {"name": None, "arguments": ""}}
-                    )
+                    index = call.get("index", 0)
+                    slot = calls.setdefault(index, {"function": {"name": None, "arguments": ""}})
                     if call.get("id"):
                         slot["id"] = call["id"]
                     fn = call.get("function") or {}
                     if fn.get("name"):
                         slot["function"]["name"] = fn["name"]
-                    slot["function"]["arguments"] += fn.get("arguments") or ""
+                    piece = fn.get("arguments") or ""
+                    held += len(piece)
+                    if held > limit:
+                        raise ValueError(too_long(limit))
+                    arguments.setdefault(index, []).append(piece)
             if text or thinking:
                 timing.mark()
                 part = _part(model, text, generate, thinking=thinking)

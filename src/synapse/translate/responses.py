@@ -18,7 +18,7 @@ import orjson
 
 from synapse.errors import BadRequest
 from synapse.translate import itemids
-from synapse.translate.chat import sse_chunks
+from synapse.translate.chat import sse_chunks, too_long
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal"})
@@ -323,9 +323,13 @@ def from_chat(answer: dict, body: dict, key: bytes) -> dict:
 class _Item:
     index: int
     item_id: str
-    text: str = ""
+    parts: list[str] = field(default_factory=list)  # joined once at the end: linear
     call_id: str = ""
     name: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 @dataclass
@@ -333,11 +337,13 @@ class StreamState:
     """Builds the Responses event sequence from chat completion chunks."""
 
     body: dict
+    limit: int  # characters of text and arguments held for the final events
     response: dict = field(init=False)
     sequence: int = 0
     message: _Item | None = None
     calls: dict[int, _Item] = field(default_factory=dict)
     next_index: int = 0
+    held: int = 0
 
     def __post_init__(self) -> None:
         self.response = envelope(self.body, new_id("resp"), int(time.time()))
@@ -352,6 +358,12 @@ class StreamState:
             self.event("response.created", response=self.response),
             self.event("response.in_progress", response=self.response),
         ]
+
+    def _hold(self, item: _Item, piece: str) -> None:
+        self.held += len(piece)
+        if self.held > self.limit:
+            raise ValueError(too_long(self.limit))
+        item.parts.append(piece)
 
     def _new_index(self) -> int:
         self.next_index += 1
@@ -374,7 +386,7 @@ class StreamState:
                     part=_text_part(""),
                 ),
             ]
-        self.message.text += delta
+        self._hold(self.message, delta)
         events.append(
             self.event(
                 "response.output_text.delta",
@@ -404,7 +416,7 @@ class StreamState:
                 self.event("response.output_item.added", output_index=slot.index, item=item)
             )
         if fn.get("arguments"):
-            slot.text += fn["arguments"]
+            self._hold(slot, fn["arguments"])
             events.append(
                 self.event(
                     "response.function_call_arguments.delta",
@@ -420,13 +432,14 @@ class StreamState:
         done: list[tuple[int, dict]] = []
         if self.message is not None:
             m = self.message
+            text = m.text
             events += [
                 self.event(
                     "response.output_text.done",
                     item_id=m.item_id,
                     output_index=m.index,
                     content_index=0,
-                    text=m.text,
+                    text=text,
                     logprobs=[],
                 ),
                 self.event(
@@ -434,23 +447,24 @@ class StreamState:
                     item_id=m.item_id,
                     output_index=m.index,
                     content_index=0,
-                    part=_text_part(m.text),
+                    part=_text_part(text),
                 ),
             ]
-            item = _message_item(m.item_id, m.text, "completed")
+            item = _message_item(m.item_id, text, "completed")
             events.append(self.event("response.output_item.done", output_index=m.index, item=item))
             done.append((m.index, item))
         for slot in self.calls.values():
+            arguments = slot.text
             events.append(
                 self.event(
                     "response.function_call_arguments.done",
                     item_id=slot.item_id,
                     output_index=slot.index,
                     name=slot.name,
-                    arguments=slot.text,
+                    arguments=arguments,
                 )
             )
-            item = _call_item(slot.item_id, slot.call_id, slot.name, slot.text, "completed")
+            item = _call_item(slot.item_id, slot.call_id, slot.name, arguments, "completed")
             events.append(
                 self.event("response.output_item.done", output_index=slot.index, item=item)
             )
@@ -463,13 +477,15 @@ class StreamState:
         return events
 
 
-async def sse_to_events(lines: AsyncIterator[bytes], body: dict) -> AsyncIterator[bytes]:
+async def sse_to_events(
+    lines: AsyncIterator[bytes], body: dict, limit: int
+) -> AsyncIterator[bytes]:
     """Chat completion SSE → Responses API SSE events.
 
     Ends without `response.completed` if the chat stream ends before `data: [DONE]`, so the
     relay reports the stream as broken.
     """
-    state = StreamState(body)
+    state = StreamState(body, limit)
     for event in state.start():
         yield event
     finish: str | None = None
