@@ -191,7 +191,7 @@ def _client_gone(request: Request, trace: Trace, why: str) -> None:
 
 def _stream_failure(exc: Exception) -> str:
     if isinstance(exc, TimeoutError):
-        return "idle timeout"
+        return str(exc) or "timeout"
     if isinstance(exc, ResponseTooLarge | IncompleteStream | ValueError):
         return str(exc) or type(exc).__name__
     if isinstance(exc, ClientError):

@@ -49,6 +49,9 @@ class SizedBody(NamedTuple):
     open: Callable[[], AsyncIterable[bytes]]
 
 
+DEADLINE_PASSED = "timeout: the answer's total deadline passed"
+
+
 class ClientError(Exception):
     """A backend could not be reached or sent an unusable answer (timeouts: TimeoutError)."""
 
@@ -299,6 +302,10 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter = loop.create_future()
         try:
             await waiter
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise TimeoutError(DEADLINE_PASSED) from None
+            raise TimeoutError("idle timeout: no data within the idle gap") from None
         finally:
             self.waiter = None
             self.expires = _NEVER
@@ -325,7 +332,7 @@ class _Connection(asyncio.Protocol):
         while True:
             if self.buffer:
                 if not self.complete and self.loop.time() >= deadline:
-                    raise TimeoutError
+                    raise TimeoutError(DEADLINE_PASSED)
                 return self.take()
             if self.error is not None:
                 raise self.error
