@@ -14,13 +14,8 @@ import httpx
 
 from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
 from tests.gateway import raw
-from tests.gateway.test_bounded_work import (
-    MIB,
-    cpu_seconds,
-    peak_rss_bytes,
-    tool_history,
-    wide_body,
-)
+from tests.gateway.liveness import cpu_seconds, proc_status_bytes
+from tests.gateway.test_bounded_work import MIB, tool_history, wide_body
 
 
 def main() -> None:
@@ -35,7 +30,7 @@ def main() -> None:
         )
         print(
             f"16 MiB of [{{}},{{}},…]: {answer.status}, {cpu_seconds(pid) - cpu:.2f} CPU-s, "
-            f"peak RSS +{(peak_rss_bytes(pid) - rss) / MIB:.0f} MiB"
+            f"peak RSS +{(proc_status_bytes(pid, 'VmHWM') - rss) / MIB:.0f} MiB"
         )
         for n in (5_000, 10_000, 20_000):
             body = {"model": "llama-gpu", "messages": tool_history(n), "stream": False}

@@ -8,13 +8,9 @@ is sampled alongside.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -23,6 +19,7 @@ import pytest
 
 from tests.conftest import PYTHON, ROOT, Backend, Gateway, free_port, routing_config, wait_http
 from tests.gateway import raw
+from tests.gateway.liveness import LivenessProbe
 
 AGENT_KEY = "sk-agent-0123456789abcdef"
 KEYS = {"KEY_AGENT": AGENT_KEY}
@@ -36,62 +33,6 @@ FRAGMENTS, FRAGMENT_SIZE = 8000, 2560  # 20 MiB streamed in 8,000 pieces
 # CPU-seconds the gateway may spend translating them: 0.3-0.7 when the pieces are joined once;
 # re-copying the text gathered so far at every piece took 9 (text) and 73 (arguments).
 STREAM_CPU_BOUND = 3.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """The most resident memory the process has ever had (VmHWM, in kB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-class Probe:
-    """Asks /health/liveliness in a thread, counting answers slower than PROBE_TIMEOUT; on
-    exit, the gateway's CPU time used meanwhile and its peak resident memory."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.missed = 0
-        self.answered = 0
-        self.rss_before = raw.rss_bytes(gateway.proc.pid)
-        self.rss_peak = self.rss_before
-        self.cpu_before = cpu_seconds(gateway.proc.pid)
-        self.cpu = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.cpu = cpu_seconds(self.gateway.proc.pid) - self.cpu_before
-        self.rss_peak = peak_rss_bytes(self.gateway.proc.pid)
-
-    def _run(self) -> None:
-        url = self.gateway.url + "/health/liveliness"
-        while not self._stop.is_set():
-            try:
-                httpx.get(url, timeout=PROBE_TIMEOUT).raise_for_status()
-                self.answered += 1
-            except httpx.TimeoutException:
-                self.missed += 1
-            self._stop.wait(0.05)
-
-    @property
-    def rss_growth(self) -> int:
-        return self.rss_peak - self.rss_before
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +118,13 @@ def test_a_wide_json_body_is_refused_from_its_bytes(gw: Gateway, port_name: str)
     protocol, on the keyed port with a consumer key and on the keyless Ollama port; the
     loop keeps answering and memory stays bounded."""
     body = wide_body(16 * MIB - 64)
-    with Probe(gw) as probe:
+    with LivenessProbe(gw) as probe:
         if port_name == "openai":
             answer = raw.request(gw.port, "POST", "/v1/chat/completions", [AUTH, JSON], body)
         else:
             answer = raw.request(gw.ollama_port, "POST", "/api/chat", [JSON], body)
         time.sleep(0.3)  # a probe or two after the answer
-    assert probe.answered and probe.missed == 0
+    assert probe.answered_within(PROBE_TIMEOUT), probe.slowest
     assert probe.rss_growth < RSS_BOUND, probe.rss_growth / MIB
     assert answer.status == 413, answer.body[:300]
     error = answer.json()["error"]  # type: ignore[index]
@@ -233,11 +174,11 @@ def test_a_long_tool_history_is_translated_in_linear_time(gw: Gateway) -> None:
     backend, which checks that every result answers an open call, serves it; the loop keeps
     answering (the quadratic matching took minutes)."""
     body = {"model": "llama3.1:8b", "messages": tool_history(20_000), "stream": False}
-    with Probe(gw) as probe:
+    with LivenessProbe(gw) as probe:
         answer = httpx.post(gw.ollama_url + "/api/chat", json=body, timeout=120)
     assert answer.status_code == 200, answer.text[:300]
     assert answer.json()["done"] is True
-    assert probe.answered and probe.missed == 0
+    assert probe.answered_within(PROBE_TIMEOUT), probe.slowest
 
 
 # -- streamed answers in many pieces -----------------------------------------------------------
@@ -250,13 +191,13 @@ def test_tool_arguments_streamed_in_many_pieces_are_joined_once(gw: Gateway) -> 
         "messages": [{"role": "user", "content": "call f"}],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
     }
-    with Probe(gw) as probe:
+    with LivenessProbe(gw) as probe:
         answer = httpx.post(gw.ollama_url + "/api/chat", json=body, timeout=120)
     final = orjson.loads(answer.content.splitlines()[-1])
     call = final["message"]["tool_calls"][0]
     assert call["id"] == "call_fragments"
     assert call["function"]["arguments"] == {"_raw": "x" * FRAGMENTS * FRAGMENT_SIZE}
-    assert probe.answered and probe.missed == 0
+    assert probe.answered_within(PROBE_TIMEOUT), probe.slowest
     assert probe.cpu < STREAM_CPU_BOUND, probe.cpu
 
 
@@ -264,13 +205,13 @@ def test_text_streamed_in_many_pieces_is_joined_once(gw: Gateway) -> None:
     """/v1/responses translated from an Ollama deployment's chat stream: 20 MiB of text in
     8,000 pieces."""
     body = {"model": "fragments-ollama", "input": "talk", "stream": True}
-    with Probe(gw) as probe:
+    with LivenessProbe(gw) as probe:
         answer = httpx.post(gw.url + "/v1/responses", json=body, headers=[AUTH], timeout=120)
     done = [line for line in answer.content.splitlines() if b'"response.output_text.done"' in line]
     assert len(done) == 1
     text = orjson.loads(done[0].removeprefix(b"data: "))["text"]
     assert text == "x" * FRAGMENTS * FRAGMENT_SIZE
-    assert probe.answered and probe.missed == 0
+    assert probe.answered_within(PROBE_TIMEOUT), probe.slowest
     assert probe.cpu < STREAM_CPU_BOUND, probe.cpu
 
 
