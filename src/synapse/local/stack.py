@@ -132,8 +132,9 @@ class Stack:
         """Write the model the engine serves (first start only), then start it."""
         if spec.name in self._writers:
             self._generate(*self._writers[spec.name])
-        self.say(f"starting {spec.name} on 127.0.0.1:{port}")
-        return self.supervisor.start(spec, port, restart=self.opts.restart)
+        child = self.supervisor.start(spec, port, restart=self.opts.restart)
+        self.say(f"starting {spec.name} on 127.0.0.1:{port} (log {child.log})")
+        return child
 
     def _gateway_spec(self) -> EngineSpec:
         argv = (
