@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from synapse.local import stack as stack_module
@@ -284,3 +285,51 @@ def test_vllm_caches_its_bytecode_where_the_caller_forbids_it(
     finally:
         sup.stop_all(grace=5)
     assert list((code / "__pycache__").glob("probe.*.pyc"))
+
+
+def _fake_stack(tmp_path: Path, **options: object) -> Stack:
+    """A stack whose vLLM is the OpenAI stub and whose other engines are not installed."""
+    state = tmp_path / "state"
+    (state / f"tiny-llama-hf-v{tinyhf.VERSION}").mkdir(parents=True)
+    opts = StackOptions(
+        engines_venv=tmp_path / "not-yet",
+        vllm_venv=_fake_vllm_venv(tmp_path),
+        state_dir=state,
+        port=0,
+        ollama_port=0,
+        use_ollama=False,
+        default_engine_ports=False,
+        restart=False,
+        **options,  # type: ignore[arg-type]
+    )
+    return Stack(opts)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_metrics_on_their_default_port_when_free_and_in_the_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], busy: bool
+) -> None:
+    """`curl localhost:9090/metrics` and `synapse usage` (default 9090) work under `make run`
+    when 9090 is free; when it is not, the banner says where the metrics went. (The default
+    port is a free one here: 9090 itself may be taken on a shared machine.)"""
+    from synapse.local.command import _banner
+
+    default = free_port()
+    monkeypatch.setattr(stack_module, "METRICS_PORT", default)
+    with socket.socket() as holder:
+        if busy:
+            holder.bind(("127.0.0.1", default))
+            holder.listen()
+        stack = _fake_stack(tmp_path)
+        try:
+            stack.start()
+            assert (stack.metrics_port == default) is not busy
+            text = httpx.get(stack.metrics_url, timeout=10).text
+            assert "synapse_" in text
+            _banner(stack.summary())
+        finally:
+            stack.stop()
+    banner = " ".join(capsys.readouterr().out.split())
+    assert f"metrics: {stack.metrics_url}" in banner
+    assert f"Ollama API: {stack.ollama_compat_url}" in banner
+    assert f"OpenAI API: {stack.url}/v1" in banner

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ollama-port", type=int, default=None,
                    help="gateway's Ollama-compatible port (default 11434, or a free one when "
                         "a local Ollama holds it)")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="gateway's /metrics port (default 9090, or a free one when 9090 is "
+                        "busy; the banner prints it)")  # fmt: skip
     p.add_argument("--ignore-local-ollama", "--no-ollama", dest="no_ollama", action="store_true",
                    help="do not add the models of an Ollama found at --ollama-url (the "
                         "gateway still serves the Ollama API on its own port)")  # fmt: skip
@@ -67,7 +70,13 @@ def _banner(summary: dict[str, Any]) -> None:
         table.add_row(name, proc["url"], str(proc["pid"]), proc["log"])
     console.print(table)
     gw = summary["gateway"]
-    console.print(f"OpenAI API:  {gw}/v1   Ollama API: {summary['ollama_compatible']}")
+    console.print(f"OpenAI API:  {gw}/v1")
+    console.print(f"Ollama API:  {summary['ollama_compatible']}")
+    metrics = summary["metrics"]
+    moved = (
+        "" if ":9090/" in metrics else f"  (9090 was busy: synapse usage --metrics-url {metrics})"
+    )
+    console.print(f"metrics:     {metrics}{moved}", soft_wrap=True)
     console.print(f"models: {', '.join(summary['models'])}")
     if summary["ollama"]:
         console.print(f"using the local Ollama at {summary['ollama']}")
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         port=args.port,
         ollama_port=args.ollama_port,
+        metrics_port=args.metrics_port,
         use_ollama=not args.no_ollama,
         ollama_url=args.ollama_url.rstrip("/"),
         default_engine_ports=not args.free_ports,

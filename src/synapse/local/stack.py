@@ -27,6 +27,7 @@ from synapse.local.supervisor import Child, StartError, Supervisor, free_port, p
 DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
 DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
+METRICS_PORT = 9090
 PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
 PENDING_REMIND = 120.0  # seconds between "still being installed" lines, so progress shows
 
@@ -46,6 +47,7 @@ class StackOptions:
     state_dir: Path = field(default_factory=default_state_dir)
     port: int = 8000  # 0 = any free port
     ollama_port: int | None = None  # None = 11434, or a free one when an Ollama holds it
+    metrics_port: int | None = None  # None = 9090 (`synapse usage`'s default) when free; 0 = any
     use_ollama: bool = True
     ollama_url: str = OLLAMA_URL
     default_engine_ports: bool = True  # False = every engine on a free port
@@ -163,7 +165,11 @@ class Stack:
                 f"port {self.gateway_port} is busy: pass --port N (or --port 0); "
                 'with make: make run RUN_ARGS="--port N"'
             )
-        self.metrics_port = free_port()  # 9090 may be taken on a developer's machine
+        # 9090 as the README and `synapse usage` expect, unless something (a Prometheus) has it
+        if opts.metrics_port is None:
+            self.metrics_port = _pick(METRICS_PORT, prefer=True)
+        else:
+            self.metrics_port = opts.metrics_port or free_port()
         venvs = self._check_venvs()
         base = profile.load(opts.profile)
         models = self._models(venvs)
