@@ -94,7 +94,7 @@ run: ## gateway + real local engines on 127.0.0.1 (installs them first: vLLM now
 	@$(GATEWAY_AND_VLLM)
 	@$(ENGINES_IN_BACKGROUND); \
 	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
-	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
+	  --vllm-venv $(VLLM_VENV) --install-log $(ENGINES_LOG) $(RUN_ARGS)
 
 test-engines: ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
 	@$(ENGINES_IN_BACKGROUND); $(GATEWAY_AND_VLLM); \

