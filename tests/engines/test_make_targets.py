@@ -1,0 +1,50 @@
+"""What `make` tells a newcomer: `make help`'s words, no sub-make noise, `make test`'s order.
+
+Dry runs (`make -n`) and a sub-make of `make help` only: nothing is installed or started.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _make(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(
+        ["make", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_shows_the_values_of_the_variables_it_names(tmp_path: Path) -> None:
+    text = _make("help", f"WHEEL_CACHE={tmp_path}/wheels", "CONFIG=config/other.yaml")
+    assert "$(" not in text, [line for line in text.splitlines() if "$(" in line]
+    assert f"into {tmp_path}/wheels" in text
+    assert "the gateway alone on config/other.yaml" in text
+
+
+def test_sub_makes_print_no_entering_directory_lines(tmp_path: Path) -> None:
+    """`make run` and `make test-engines` start sub-makes (`make -q`, the installs); each
+    printed "make[1]: Entering directory …" before the first useful line."""
+    extra = tmp_path / "sub.mk"
+    extra.write_text(f"include {ROOT}/Makefile\nsub:\n\t@$(MAKE) -q help 2>/dev/null || true\n")
+    done = subprocess.run(
+        ["make", "-f", str(extra), "sub"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert "Entering directory" not in done.stdout + done.stderr
+
+
+def test_make_test_lints_before_the_compatibility_tier() -> None:
+    """`make help` says "ruff (check, format), the compatibility tier, then the whole suite":
+    the order make runs them in."""
+    commands = _make("-n", "test").splitlines()
+    ruff = next(i for i, c in enumerate(commands) if re.search(r"ruff check src tests", c))
+    compat = next(i for i, c in enumerate(commands) if "pytest -q tests/compat" in c)
+    suite = next(i for i, c in enumerate(commands) if re.fullmatch(r"\S*bin/pytest\s*", c))
+    assert ruff < compat < suite
+    help_line = next(line for line in _make("help").splitlines() if line.startswith("  test "))
+    assert "ruff (check, format), the compatibility tier, then the whole suite" in help_line
