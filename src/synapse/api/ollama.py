@@ -428,7 +428,13 @@ async def manage(request: Request) -> StreamResponse:
     if not has_master_key(request, ctx.router.config.master_key):
         raise Forbidden(
             f"{request.path} changes the models Ollama stores and is for operators: "
-            "send the master key as 'Authorization: Bearer <key>'"
+            + (
+                "send the master key as 'Authorization: Bearer <key>'"
+                if ctx.router.config.master_key
+                else "this gateway has no master key (as under `make run`): the local stack's "
+                "engines have their models already; to add an Ollama model, run `ollama pull "
+                "<name>` against your own Ollama and restart the stack, which serves its models"
+            )
         )
     body = await ctx.json()
     name = _model_field(body)
