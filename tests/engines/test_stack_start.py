@@ -348,17 +348,7 @@ def test_group_of_an_engine_still_installing_says_so_in_503_and_health(tmp_path:
     try:
         stack.start()
         assert "llama-cpu" in stack.pending
-        client = OpenAI(base_url=f"{stack.url}/v1", api_key="none", max_retries=0)
-        with pytest.raises(APIStatusError) as caught:
-            client.chat.completions.create(
-                model="llama3.1-8b-cpu", messages=[{"role": "user", "content": "Hi"}]
-            )
-        assert caught.value.status_code == 503
-        message = str(caught.value)
-        assert "installing: ~" in message and " min left" in message, message
-        assert f"see {log}" in message, message
-        assert "connection refused" not in message
-        # the health checker (every 5 s in the local profile) reports the same words
+        # the health checker (every 5 s in the local profile) finds the engine's port saying so
         deadline = time.monotonic() + 30
         while True:
             health = httpx.get(f"{stack.url}/health", timeout=10).json()
@@ -369,6 +359,16 @@ def test_group_of_an_engine_still_installing_says_so_in_503_and_health(tmp_path:
             assert time.monotonic() < deadline, cpu
             time.sleep(0.5)
         assert cpu["state"] == "open"
+        client = OpenAI(base_url=f"{stack.url}/v1", api_key="none", max_retries=0)
+        with pytest.raises(APIStatusError) as caught:
+            client.chat.completions.create(
+                model="llama3.1-8b-cpu", messages=[{"role": "user", "content": "Hi"}]
+            )
+        assert caught.value.status_code == 503
+        message = str(caught.value)
+        assert "installing: ~" in message and " min left" in message, message
+        assert f"see {log}" in message, message
+        assert "connection refused" not in message
     finally:
         stack.stop()
 
