@@ -85,7 +85,7 @@ def _banner(summary: dict[str, Any]) -> None:
         console.print(f"using the local Ollama at {summary['ollama']}")
     for name in summary["pending"]:
         console.print(
-            f"{name}: {summary['installing']}; it starts when ready (its group answers 503 "
+            f"{name}: {summary['installing'][name]}; it starts when ready (its group answers 503 "
             "saying so until then)",
             soft_wrap=True,
         )

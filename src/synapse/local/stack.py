@@ -82,6 +82,7 @@ class Stack:
         self._late: threading.Thread | None = None
         self.install = InstallProgress(opts.install_log)
         self._placeholders: dict[str, Placeholder] = {}  # pending engine -> its port's 503
+        self._installing: dict[str, Callable[[], str]] = {}  # pending engine -> its progress
 
     @property
     def children(self) -> dict[str, Child]:
@@ -198,6 +199,7 @@ class Stack:
             if not spec.installed():
                 later.append((spec, port))
                 describe = partial(self.install.describe, spec.marker == engines.LLAMA_MARKER)
+                self._installing[spec.name] = describe
                 self._placeholders[spec.name] = Placeholder(port, describe)
                 self.say(
                     f"{spec.name} is not installed yet ({spec.venv}/{spec.marker} is written "
@@ -261,6 +263,7 @@ class Stack:
 
     def summary(self) -> dict[str, Any]:
         """What runs where, for the banner and for `--json`."""
+        pending = list(self.pending)  # the late starter changes it meanwhile
         return {
             "gateway": self.url,
             "ollama_compatible": self.ollama_compat_url,
@@ -272,7 +275,7 @@ class Stack:
                 name: {"url": c.url, "pid": c.pid, "log": str(c.log)}
                 for name, c in self.children.items()
             },
-            "pending": list(self.pending),
-            "installing": self.install.describe() if self.pending else None,
+            "pending": pending,
+            "installing": {name: self._installing[name]() for name in pending},
             "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
