@@ -124,6 +124,7 @@ def test_first_chat_answers_while_the_engines_venv_is_still_missing(tmp_path: Pa
         state_dir=state,
         port=0,
         ollama_port=0,
+        metrics_port=0,
         use_ollama=False,
         default_engine_ports=False,
         restart=False,
@@ -301,7 +302,7 @@ def _fake_stack(tmp_path: Path, **options: object) -> Stack:
         use_ollama=False,
         default_engine_ports=False,
         restart=False,
-        **options,  # type: ignore[arg-type]
+        **{"metrics_port": 0, **options},  # type: ignore[arg-type]
     )
     return Stack(opts)
 
@@ -321,7 +322,7 @@ def test_metrics_on_their_default_port_when_free_and_in_the_banner(
         if busy:
             holder.bind(("127.0.0.1", default))
             holder.listen()
-        stack = _fake_stack(tmp_path)
+        stack = _fake_stack(tmp_path, metrics_port=None)  # the default: METRICS_PORT if free
         try:
             stack.start()
             assert (stack.metrics_port == default) is not busy
