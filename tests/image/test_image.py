@@ -82,8 +82,12 @@ class Container:
             "-e", f"SYNAPSE_MASTER_KEY={MASTER_KEY}", *flags,
             "--entrypoint", args[0], IMAGE, *args[1:], *loopback,
         )  # fmt: skip
-        self.pid = int(docker("inspect", "-f", "{{.State.Pid}}", self.name))
-        self._wait_ready()
+        try:
+            self.pid = int(docker("inspect", "-f", "{{.State.Pid}}", self.name))
+            self._wait_ready()
+        except BaseException:
+            self.remove()
+            raise
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -99,8 +103,7 @@ class Container:
         raise AssertionError(f"not ready within {timeout} s:\n{self.logs()}")
 
     def logs(self) -> str:
-        done = docker("logs", "--tail", "40", self.name, check=False)
-        return done
+        return docker("logs", "--tail", "40", self.name, check=False)
 
     def proc_status(self) -> dict[str, str]:
         """The gateway process's /proc status as the host kernel sees it."""
