@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 MAKEFLAGS += --no-print-directory
 # A line every HEARTBEAT_EVERY seconds while a long, quiet step runs (pip unpacking torch, a
 # compile, a wait), in a terminal and in CI's log alike. Put it first on the step's own recipe
-# line: $(call heartbeat,WHAT); long-command. It ends with that line's shell.
+# line: $(call heartbeat,WHAT); long-command. It ends with that line's shell (its trap, or,
+# should the shell be killed outright, its next look at whether that shell is alive: $$$$).
 HEARTBEAT_EVERY ?= 30
-heartbeat = { s=0; while sleep $(HEARTBEAT_EVERY); do s=$$((s + $(HEARTBEAT_EVERY))); \
-	echo "  … $(1): $${s} s"; done & } ; beat=$$!; trap 'kill $$beat 2>/dev/null' EXIT
+heartbeat = { s=0; while sleep $(HEARTBEAT_EVERY) && kill -0 $$$$ 2>/dev/null; do \
+	s=$$((s + $(HEARTBEAT_EVERY))); echo "  … $(1): $${s} s"; done & } ; beat=$$!; \
+	trap 'kill $$beat 2>/dev/null' EXIT
 
 .PHONY: help install system-deps serve test lint clean
 
