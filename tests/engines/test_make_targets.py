@@ -48,3 +48,22 @@ def test_make_test_lints_before_the_compatibility_tier() -> None:
     assert ruff < compat < suite
     help_line = next(line for line in _make("help").splitlines() if line.startswith("  test "))
     assert "ruff (check, format), the compatibility tier, then the whole suite" in help_line
+
+
+def test_quiet_steps_print_a_heartbeat_and_stop_it(tmp_path: Path) -> None:
+    """The installs that sat silent (95 s in vLLM's "Installing collected packages", 8 min of
+    llama.cpp compile in CI) print a line every HEARTBEAT_EVERY seconds (30 by default), and
+    the line stops with the step."""
+    extra = tmp_path / "beat.mk"
+    extra.write_text(
+        f"include {ROOT}/Makefile\n"
+        "quiet:\n\t@$(call heartbeat,quiet step); sleep 2.6; echo step done\n"
+    )
+    done = subprocess.run(
+        ["make", "-f", str(extra), "quiet", "HEARTBEAT_EVERY=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[:2] == ["  … quiet step: 1 s", "  … quiet step: 2 s"], lines
+    assert lines[-1] == "step done"
