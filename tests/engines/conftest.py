@@ -56,6 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         state_dir=tmp_path_factory.mktemp("local-stack"),
         port=0,
         ollama_port=0,
+        metrics_port=0,
         use_ollama=False,
         default_engine_ports=False,
         restart=False,

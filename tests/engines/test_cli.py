@@ -66,7 +66,7 @@ def test_stack_uses_local_ollama_and_stops_everything_on_sigterm(
     cmd = _cli(
         "--engines-venv", str(ENGINES_VENV), "--vllm-venv", str(VLLM_VENV),
         "--state-dir", str(tmp_path),
-        "--port", "0", "--ollama-port", "0", "--free-ports", "--ollama-url", local_ollama,
+        "--port", "0", "--ollama-port", "0", "--metrics-port", "0", "--free-ports", "--ollama-url", local_ollama,
         "--json",
     )  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

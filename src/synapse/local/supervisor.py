@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -25,7 +26,10 @@ from pathlib import Path
 from synapse.local.engines import EngineSpec
 
 BACKOFF_MAX = 30.0
-PROGRESS_EVERY = 15.0  # seconds between "still starting" lines while an engine loads
+PROGRESS_EVERY = 15.0  # seconds between "vllm starting (45 s)…" lines while an engine loads
+# vLLM raises its soft open-files limit to 65535 at start and warns when the hard limit is
+# lower ("Found ulimit of 20000 and failed to automatically increase"); raised here first.
+OPEN_FILES_WANTED = 65536
 
 
 def free_port() -> int:
@@ -44,8 +48,24 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise the soft RLIMIT_NOFILE to `wanted` (and the hard one where allowed: root), else
+    to the hard limit; return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):  # not privileged: the hard limit is the ceiling
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the stack itself is killed (Linux)."""
+    """Runs in the child before exec: SIGTERM it if the stack itself is killed (Linux); the
+    engine gets the open-files limit vLLM asks for."""
+    raise_open_files_limit()
     os.setpgrp()  # Ctrl-C reaches the stack only; the stack stops the children in order
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -182,7 +202,8 @@ class Supervisor:
 
         A process that exits meanwhile fails the wait at once, restart policy or not: a crash
         while starting (missing package, busy port) would only repeat. A slow start (vLLM
-        takes a minute) reports progress: the last line of the child's log."""
+        takes a minute) reports progress as "vllm starting (45 s)…": its log lines (command
+        lines, warnings) mean nothing to a newcomer and are in the log named at its start."""
         started = time.monotonic()
         next_progress = started + PROGRESS_EVERY
         limit = timeout or child.spec.startup_timeout
@@ -202,9 +223,8 @@ class Supervisor:
                     return time.monotonic() - started
             if time.monotonic() >= next_progress:
                 next_progress += PROGRESS_EVERY
-                last = child.tail(1).strip()[:160]
                 waited = time.monotonic() - started
-                self._on_event(f"{child.spec.name} still starting ({waited:.0f} s): {last}")
+                self._on_event(f"{child.spec.name} starting ({waited:.0f} s)…")
             time.sleep(0.2)
         raise StartError(
             f"{child.spec.name} not ready at {url} after {limit:.0f} s; "
