@@ -75,6 +75,8 @@ def test_speech_then_transcription_returns_the_sentence(client: openai.OpenAI, f
     assert _words(text) == _words(SENTENCE)
 
 
+# openai 3.x marks audio.translations deprecated; the route is still served (and used).
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 def test_translation_route_reaches_whisper(client: openai.OpenAI) -> None:
     audio = client.audio.speech.create(
         model="piper-voice", voice="alloy", input=SENTENCE, response_format="wav"
