@@ -38,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, B
     config = routing_config(
         openai_b,
         ollama_b,
-        embedding_batching={"max_batch": BATCH, "max_wait_ms": 1000},
+        embedding_batching={"max_batch": BATCH, "max_in_flight": 1},
         embedding_cache={"enabled": False},
     )
     # A group whose only deployment fails, falling back to a healthy one.

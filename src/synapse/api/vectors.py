@@ -113,6 +113,7 @@ async def vectors(ctx: Context, group: str, texts: list[str], params: Params) ->
 
     fresh = await ctx.gateway.embedding_batcher.submit(
         group,
+        ctx.router.config.groups[group],
         params.key,
         [texts[i] for i in missing],
         run,
