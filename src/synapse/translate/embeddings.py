@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from array import array
 
 import orjson
@@ -34,6 +35,15 @@ def ollama_embed_request(model: str, texts: list[str], body: dict) -> bytes:
         if key in body:
             request[key] = body[key]
     return orjson.dumps(request)
+
+
+def unit(vector: list[float]) -> list[float]:
+    """Ollama's `/api/embed` promises unit-length vectors; an OpenAI-compatible engine may not
+    normalize (its `/api/embeddings`-style raw vectors are passed on as they are)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if norm == 0 or abs(norm - 1) < 1e-6:
+        return vector
+    return [x / norm for x in vector]
 
 
 def encode(vector: list[float], encoding: str) -> list[float] | str:
