@@ -59,6 +59,9 @@ class LiteLLMParams(_LiteLLMSection):
 class ModelInfo(_LiteLLMSection):
     id: str | None = None
     mode: Mode | None = None
+    # Deployments (and fallback groups) of different embedding models declared to return
+    # comparable vectors; see config/spaces.py.
+    embedding_space: str | None = Field(default=None, min_length=1)
 
 
 class ModelEntry(_LiteLLMSection):
