@@ -135,9 +135,9 @@ async def test_batching_continues_where_the_backend_pays_per_call(serial) -> Non
     await _drive(gw, clients=12, rounds=15)
     sizes = [c["items"] for c in calls(backend)]
     late = sizes[len(sizes) // 2 :]
-    # Callers answered by one call come back together while the next is out: about half the
-    # calls carry nearly everyone, the others the stragglers (12 clients, 6 texts per call).
-    assert sum(late) / len(late) >= 4, sizes
+    # Most texts travel in shared calls (stragglers go alone while a full call is out); had
+    # the tuner turned batching off, calls would carry one text (two when exploring).
+    assert sum(n for n in late if n > 2) >= 0.6 * sum(late), sizes
     assert backend.stats()["max_active"] == 1
 
 

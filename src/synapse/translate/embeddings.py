@@ -90,7 +90,10 @@ def backend_error(deployment: str, status: int, raw: bytes) -> GatewayError:
     except (orjson.JSONDecodeError, AttributeError):
         pass
     detail = message.strip() or f"answered {status} with no detail"
-    return GatewayError(f"{deployment}: {detail}", status=status, code="backend_error")
+    error = GatewayError(f"{deployment}: {detail}", status=status, code="backend_error")
+    if 400 <= status < 500 and status not in (401, 403):  # 401/403: the gateway's credentials
+        error.type = "invalid_request_error"  # the caller's request: OpenAI SDKs branch on it
+    return error
 
 
 def invalid_answer(deployment: str, exc: Exception) -> BadGateway:
