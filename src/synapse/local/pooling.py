@@ -21,13 +21,15 @@ MODEL_NAME = "tiny-bert"  # what vLLM calls the model
 START_TIMEOUT = 600.0  # ~80 s alone on two cores; minutes when the machine is shared
 
 
-def write_model(vllm_venv: Path, state_dir: Path) -> Path:
-    """The tiny BERT, written once per VERSION into `state_dir` by the vLLM venv's Python."""
-    out = state_dir / f"tiny-bert-v{tinybert.VERSION}"
+def write_model(vllm_venv: Path, state_dir: Path, seed: int = 0) -> Path:
+    """The tiny BERT, written once per VERSION into `state_dir` by the vLLM venv's Python;
+    another `seed` is another model of the same shape (its vectors are another space)."""
+    out = state_dir / (f"tiny-bert-v{tinybert.VERSION}" + (f"-seed{seed}" if seed else ""))
     if out.exists():
         return out
     env = {**os.environ, "PYTHONPATH": str(source_root())}
     cmd = [str(engine_python(vllm_venv)), "-m", "synapse.local.tinybert", str(out)]
+    cmd += ["--seed", str(seed)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"could not write {out}:\n{done.stderr[-2000:]}")
@@ -47,9 +49,15 @@ class PoolingServer:
     """One vLLM pooling process on 127.0.0.1:`port`, its output in `log`."""
 
     def __init__(
-        self, vllm_venv: Path, state_dir: Path, port: int, log: Path, dtype: str = "float32"
+        self,
+        vllm_venv: Path,
+        state_dir: Path,
+        port: int,
+        log: Path,
+        dtype: str = "float32",
+        seed: int = 0,
     ) -> None:
-        self.cmd = argv(vllm_venv, write_model(vllm_venv, state_dir), port, dtype)
+        self.cmd = argv(vllm_venv, write_model(vllm_venv, state_dir, seed), port, dtype)
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.proc: subprocess.Popen | None = None
