@@ -219,7 +219,8 @@ class Batcher:
         state.in_flight -= 1
         state.texts_in_flight -= texts
         if state.in_flight == 0 and not state.queued:
-            del self._groups[group]  # bounded by the groups in use, not ever configured
+            if self._groups.get(group) is state:
+                del self._groups[group]  # held only while in use
             return
         self._dispatch(group, state)
 
