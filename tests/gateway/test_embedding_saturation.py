@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -212,3 +213,17 @@ async def test_a_held_request_gets_a_429_at_its_deadline_and_the_queue_is_bounde
     assert sum("no free call within 0.5s" in r.message for r in refused) == 6
     assert all(r.body["type"] == "rate_limit_error" for r in refused)
     assert len(calls(backend)) == 2  # the refused never reached the backend
+
+
+@sync
+async def test_a_caller_that_leaves_while_held_is_never_sent(serial) -> None:
+    gw, backend = serial
+    first = await _hold(gw, backend)
+    gone, kept = unique("gone"), unique("kept")
+    async with httpx.AsyncClient(timeout=0.5) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(gw.ollama_url + "/api/embed", json={"model": MODEL, "input": gone})
+    answer = await ollama_client(gw).embed(model=MODEL, input=kept)
+    await first
+    assert [c["texts"] for c in calls(backend)[1:]] == [[kept]]
+    assert close_to(answer.embeddings[0], kept)

@@ -189,9 +189,8 @@ class Batcher:
         texts = size = 0
         while lane and len(items) < most:
             item = lane[0]
-            if item.future.done():  # settled meanwhile (its deadline): not sent
-                lane.popleft()
-                state.queued -= 1
+            if item.future.done():  # its caller left a moment ago: not sent
+                self._withdraw(state, key, item)
                 continue
             if items and (
                 texts + len(item.texts) > limits.max_batch or size + item.size > limits.max_bytes
@@ -205,15 +204,13 @@ class Batcher:
             texts += len(item.texts)
             size += item.size
         if not lane:
-            del state.lanes[key]
+            state.lanes.pop(key, None)  # emptied here or by a withdrawal
         return items
 
     # -- calls -----------------------------------------------------------------------------
-    def _begin(self, state: _Group, items: list[_Item]) -> int:
+    def _begin(self, state: _Group, items: list[_Item]) -> None:
         state.in_flight += 1
-        texts = sum(len(i.texts) for i in items)
-        state.texts_in_flight += texts
-        return texts
+        state.texts_in_flight += sum(len(i.texts) for i in items)
 
     def _end(self, group: str, state: _Group, texts: int) -> None:
         state.in_flight -= 1
