@@ -60,8 +60,3 @@ class Tuner:
         """Deployments gone from the config are forgotten (bounded by the config's size)."""
         for name in set(self._by_deployment) - keep:
             del self._by_deployment[name]
-
-    def snapshot(self, deployment: str) -> tuple[float | None, float | None]:
-        """(single, batched) seconds per text, for tests and /health."""
-        averages = self._by_deployment.get(deployment, _Averages())
-        return averages.single, averages.batched
