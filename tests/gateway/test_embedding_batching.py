@@ -1,8 +1,8 @@
 """Micro-batching: concurrent embedding requests share backend calls, split back per caller.
 
-A first request is held in flight by the stub (`embed_delay`); requests arriving meanwhile
-queue and go out together. `max_batch` is what closes a batch here (the window is long), so
-the call structure the backend logs is deterministic: no test depends on timing.
+A first request is held in flight by the stub (`embed_delay`); the group's bound is one call
+(`max_in_flight: 1`), so requests arriving meanwhile queue and go out together when it returns,
+at most `max_batch` texts a call: the call structure the backend logs is deterministic.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, B
     config = routing_config(
         openai_b,
         ollama_b,
-        embedding_batching={"max_batch": BATCH, "max_wait_ms": 1000},
+        embedding_batching={"max_batch": BATCH, "max_in_flight": 1},
         embedding_cache={"enabled": False},
     )
     # A group whose only deployment fails, falling back to a healthy one.
@@ -50,6 +50,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, B
         }
     ]
     config["router_settings"]["fallbacks"] = [{"embed-primary": ["mxbai-embed-large"]}]
+    # The stubs' vectors are one function of the text: declared one space, as check-config asks
+    for entry in config["model_list"]:
+        if entry["model_name"] in ("embed-primary", "mxbai-embed-large"):
+            entry["model_info"]["embedding_space"] = "stub-sha256"
     config["router_settings"]["num_retries"] = 0
     try:
         gw = Gateway(config, tmp_path_factory.mktemp("batching"))
@@ -159,7 +163,8 @@ async def test_different_parameters_never_share_a_batch(stack) -> None:
     assert sorted((c["items"], c["dimensions"] or 0) for c in batches) == [(BATCH, 0), (BATCH, 4)]
     for batch in batches:
         assert set(batch["texts"]) == set(short if batch["dimensions"] == 4 else full)
-    assert close_to(answers[0].embeddings[0], short[0], 4)
+    # /api/embed truncates to `dimensions` and renormalizes, as Ollama does
+    assert close_to(answers[0].embeddings[0], short[0], 4, unit=True)
     assert close_to(answers[2].data[0].embedding, short[2], 4)
     assert close_to(answers[4].embeddings[0], full[0])
 
@@ -203,6 +208,7 @@ async def test_one_bad_text_fails_only_its_own_request(stack) -> None:
     assert "context length" in results[1].error
     assert isinstance(results[3], openai.BadRequestError)
     assert "context length" in results[3].message
+    assert results[3].body["type"] == "invalid_request_error"
     # the batch of four, then each request on its own
     assert sorted(c["items"] for c in calls(ollama_b)[1:]) == [1, 1, 1, 1, BATCH]
 

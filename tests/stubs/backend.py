@@ -38,6 +38,9 @@ test can see how requests were batched; `embed_delay` (seconds) holds each embed
 before it answers (also in the error modes, to keep a call in flight), and `reject_text`
 makes a call whose input holds that text answer 400, as Ollama does for an input longer than
 the model's context with `truncate: false`. `dimensions` truncates the vectors.
+`embed_text_delay` (seconds) is added per text after the first (an engine that embeds a batch
+more slowly per text than single calls); `embed_scale` multiplies the OpenAI route's vectors (an
+engine that does not normalize).
 
 `/_stats` also reports `max_active`, the most requests handled at once (connections in use),
 and `order`, the X-Request-ID of the last 1,000 inference calls in arrival order (reset:
@@ -69,6 +72,8 @@ STATE: dict[str, object] = {
     "max_active": 0,
     "embed_calls": [],
     "embed_delay": 0.0,
+    "embed_text_delay": 0.0,
+    "embed_scale": 1.0,
     "reject_text": None,
 }
 WORDS = ["Hello", " from", " the", " stub", " backend", "."]
@@ -146,7 +151,8 @@ async def embedding_call(request: web.Request, texts: list, body: dict) -> web.R
             "truncate": body.get("truncate"),
         }
     )
-    await asyncio.sleep(float(STATE["embed_delay"]))  # type: ignore[arg-type]
+    extra = float(STATE["embed_text_delay"]) * max(len(texts) - 1, 0)  # type: ignore[arg-type]
+    await asyncio.sleep(float(STATE["embed_delay"]) + extra)  # type: ignore[arg-type]
     if (answer := await behave(request)) is not None:
         return answer
     if STATE["reject_text"] is not None and STATE["reject_text"] in texts:
@@ -464,7 +470,7 @@ async def openai_embeddings(request: web.Request) -> web.StreamResponse:
         return answer
     data = []
     for i, text in enumerate(texts):
-        vec = embedding(str(text), body)
+        vec = [x * float(STATE["embed_scale"]) for x in embedding(str(text), body)]  # type: ignore[arg-type]
         emb: object = vec
         if body.get("encoding_format") == "base64":
             emb = base64.b64encode(array("f", vec).tobytes()).decode()

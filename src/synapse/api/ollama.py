@@ -413,7 +413,7 @@ async def _embed(
     return json_response(
         {
             "model": _model_field(body),
-            "embeddings": result.vectors,
+            "embeddings": [embed_tr.unit(v) for v in result.vectors],
             "total_duration": timing.durations()["total_duration"],
             "load_duration": 0,
             "prompt_eval_count": sum(result.tokens),

@@ -115,6 +115,7 @@ async def vectors(ctx: Context, group: str, texts: list[str], params: Params) ->
     chain = "\0".join(ctx.router.chain(group, ctx.trace)).encode()
     fresh = await ctx.gateway.embedding_batcher.submit(
         group,
+        ctx.router.config.groups[group],
         params.key + b"\0" + chain,
         [texts[i] for i in missing],
         run,

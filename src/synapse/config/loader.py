@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from synapse.config.consumers import resolve_consumers
 from synapse.config.model import Config, Deployment
 from synapse.config.schema import ConfigFile, SynapseSettings
+from synapse.config.spaces import space_problems
 
 ENV_PREFIX = "os.environ/"
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
@@ -257,6 +258,7 @@ def _resolve(parsed: ConfigFile, path: Path, from_env: set[str]) -> Config:
                     )
             fallbacks[aliases.get(source, source)] = tuple(aliases.get(t, t) for t in targets)
 
+    problems += space_problems(parsed, aliases)
     consumers, ollama_consumer, found = resolve_consumers(
         parsed.synapse_settings, set(groups), aliases, parsed.general_settings.master_key
     )

@@ -62,6 +62,9 @@ class LiteLLMParams(_LiteLLMSection):
 class ModelInfo(_LiteLLMSection):
     id: str | None = None
     mode: Mode | None = None
+    # Deployments (and fallback groups) of different embedding models declared to return
+    # comparable vectors; see config/spaces.py.
+    embedding_space: str | None = Field(default=None, min_length=1)
 
 
 class ModelEntry(_LiteLLMSection):
@@ -106,15 +109,17 @@ class ConsumerEntry(BaseModel):
 
 
 class EmbeddingBatching(BaseModel):
-    """Concurrent embedding requests for one group coalesced into one backend call."""
+    """Embedding requests held while a group's backend is busy, sent as one call."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     max_batch: int = Field(default=32, ge=1)  # texts in one backend call
     max_bytes: int = Field(default=1024 * 1024, ge=1024)  # UTF-8 bytes of those texts
-    # How long a request waits for company, only while another batch is in flight.
-    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    # Embedding calls in flight per group when its deployments do not all declare
+    # max_parallel_requests (then their sum is the bound): one caller's flood cannot take
+    # the backend's whole connection pool.
+    max_in_flight: int = Field(default=16, ge=1)
 
 
 class EmbeddingCache(BaseModel):

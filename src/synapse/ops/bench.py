@@ -357,6 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.warmup,
                     args.text,
                 )
+                emb["agreement"] = await _agreement(s, args, gw_v1, key)
             emb["batch"] = await embed_throughput(
                 s,
                 gw_v1,
@@ -403,6 +404,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     results["ok"] = results["errors"] == 0 and all(c.passed is not False for c in checks)
     return results
+
+
+async def _agreement(session: Any, args: argparse.Namespace, gw_v1: str, key: str | None) -> dict:
+    """The gateway's vectors against the direct backend's for the same texts (one space?)."""
+    from synapse.embeddings import agreement
+
+    try:
+        ours = await agreement.vectors(session, gw_v1, args.embed_model, _headers(key))
+        theirs = await agreement.vectors(
+            session,
+            args.direct_embed_url,
+            args.direct_embed_model or args.embed_model,
+            _headers(args.direct_key),
+        )
+    except Exception as exc:  # reported, not fatal: latency figures still stand
+        return {"min": None, "mean": None, "error": str(exc)[:300]}
+    return agreement.compare(ours, theirs)
 
 
 # ---------------------------------------------------------------- output
@@ -452,6 +470,13 @@ def render(results: dict[str, Any]) -> None:
             str(batch["errors"]),
         )
     console.print(lat)
+    agree = results.get("embedding", {}).get("agreement")
+    if agree:
+        console.print(
+            f"vector agreement gateway vs direct (cosine over the same texts): "
+            f"min {_fmt(agree.get('min'), 5)}, mean {_fmt(agree.get('mean'), 5)}"
+            + (f" ({agree['error']})" if agree.get("error") else "")
+        )
     th = Table(title="build plan thresholds")
     for col in ("check", "value", "target", "result"):
         th.add_column(col)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from array import array
 
 import orjson
@@ -34,6 +35,15 @@ def ollama_embed_request(model: str, texts: list[str], body: dict) -> bytes:
         if key in body:
             request[key] = body[key]
     return orjson.dumps(request)
+
+
+def unit(vector: list[float]) -> list[float]:
+    """Ollama's `/api/embed` promises unit-length vectors; an OpenAI-compatible engine may not
+    normalize (its `/api/embeddings`-style raw vectors are passed on as they are)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if norm == 0 or abs(norm - 1) < 1e-6:
+        return vector
+    return [x / norm for x in vector]
 
 
 def encode(vector: list[float], encoding: str) -> list[float] | str:
@@ -80,7 +90,10 @@ def backend_error(deployment: str, status: int, raw: bytes) -> GatewayError:
     except (orjson.JSONDecodeError, AttributeError):
         pass
     detail = message.strip() or f"answered {status} with no detail"
-    return GatewayError(f"{deployment}: {detail}", status=status, code="backend_error")
+    error = GatewayError(f"{deployment}: {detail}", status=status, code="backend_error")
+    if 400 <= status < 500 and status not in (401, 403):  # 401/403: the gateway's credentials
+        error.type = "invalid_request_error"  # the caller's request: OpenAI SDKs branch on it
+    return error
 
 
 def invalid_answer(deployment: str, exc: Exception) -> BadGateway:
