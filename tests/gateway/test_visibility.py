@@ -43,6 +43,9 @@ def visibility_config(openai_backend: Backend, ollama_backend: Backend) -> dict[
     router = config["router_settings"]
     router["model_group_alias"]["secret-alias"] = {"model": "llama-gpu", "hidden": True}
     router["fallbacks"] = [{"llama-gpu": ["llama-cpu"]}, {"embed-openai": ["mxbai-embed-large"]}]
+    for entry in config["model_list"]:  # an embedding fallback must stay in one vector space
+        if entry["model_name"] in ("embed-openai", "mxbai-embed-large"):
+            entry.setdefault("model_info", {})["embedding_space"] = "test-space"
     return config
 
 
@@ -188,7 +191,7 @@ def test_batched_embeddings_keep_each_callers_fallbacks(
     primary = Backend("openai")
     try:
         config = visibility_config(primary, ollama_backend)
-        config["synapse_settings"]["embedding_batching"] = {"max_wait_ms": 1000}
+        config["synapse_settings"]["embedding_batching"] = {"max_in_flight": 1}
         gw = make_gateway(config)
         primary.control(mode="error500", embed_delay=1)  # embed-openai fails, slowly
         before = len(ollama_backend.stats()["embed_calls"])
