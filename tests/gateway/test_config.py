@@ -126,6 +126,23 @@ synapse_settings: {ollama_prot: 1}
     assert "synapse_settings.ollama_prot: unknown key" in text
 
 
+def test_a_removed_setting_says_what_replaced_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+model_list:
+  - model_name: a
+    litellm_params: {model: ollama/a}
+synapse_settings: {embedding_batching: {max_wait_ms: 5}}
+""",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    text = str(err.value)
+    assert "synapse_settings.embedding_batching.max_wait_ms: removed" in text
+    assert "max_in_flight" in text and "check the spelling" not in text
+
+
 def test_cross_references_after_schema(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -130,10 +130,20 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+# Keys a release removed: the operator is told what replaced them, not to check the spelling.
+REMOVED = {
+    "embedding_batching.max_wait_ms": "removed: embeddings are held only while the group's "
+    "backend is busy, never for a time window (see embedding_batching.max_in_flight)",
+}
+
+
 def _describe(err: Any, from_env: set[str]) -> str:
     where = _location(tuple(p for p in err["loc"] if p not in ("str", "AliasTarget")))
     msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+    removed = next((why for key, why in REMOVED.items() if where.endswith(key)), None)
+    if err["type"] == "extra_forbidden" and removed:
+        msg = removed
+    elif err["type"] == "extra_forbidden":
         msg = "unknown key (synapse_settings is strict; check the spelling)"
     elif err["type"] == "missing":
         msg = "required key is missing"
