@@ -120,3 +120,27 @@ def test_timed_out_check_does_not_open_a_breaker_while_callers_are_answered(
     chat = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH, timeout=30)
     assert chat.status_code == 503
     assert "health check: no answer within its timeout" in chat.text
+
+
+def test_a_stream_in_progress_shows_its_server_is_answering(
+    ollama_server: Backend, make_gateway: Callable[..., Gateway]
+) -> None:
+    """One long stream, its head long before the check's window (1.3 s): its pieces, one
+    every 0.6 s, keep saying the server answers, so checks timing out open no breaker."""
+    gw = shared_backend_gateway(make_gateway, ollama_server, check_timeout=1)
+    ollama_server.control(chunk_delay=0.6, health_delay=5)  # 6 pieces: a 3.6 s stream
+    seen: set[str] = set()
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        json={**CHAT, "stream": True},
+        headers=AUTH,
+        timeout=30,
+    ) as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            seen |= set(states(gw).values())
+            if line == "data: [DONE]":
+                break
+    assert seen == {"closed"}  # unfixed: open from ~1.3 s after the head, stream still going
+    wait_for(lambda: set(states(gw).values()) == {"open"})  # silent now: checks count again

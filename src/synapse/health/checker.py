@@ -5,17 +5,17 @@ closes an open breaker: it is the half-open probe that brings a deployment back.
 
 Checks use a connection pool of their own (`Gateway.checks`), so they never wait behind
 callers' requests, and a check asks a server once for all the deployments it serves. A
-check that times out while that server (host:port) is answering requests (a backend answer
-within the last interval and timeout) is not evidence that it is down: a busy CPU backend is
-slow to answer anything, but it is not broken, and opening its breaker would turn every
-other model it serves away too. A refused connection or an error status always counts.
+check that times out while that server (host:port) is answering callers (any bytes of an
+answer, a stream's pieces included, within the last interval and timeout) is not evidence
+that it is down: a busy CPU backend is slow to answer anything, but it is not broken, and
+opening its breaker would turn every other model it serves away too. A refused connection or
+an error status always counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from synapse.backends import upstream
 from synapse.backends.upstream import ResponseTooLarge
@@ -66,11 +66,6 @@ def _server(state: DeploymentState) -> tuple[str, str | None]:
     return (dep.ollama_base if dep.speaks_ollama else dep.openai_base), dep.api_key
 
 
-def _answering(states: list[DeploymentState], since: float) -> set[str]:
-    """The host:ports that gave some deployment an answer after `since` (monotonic)."""
-    return {s.deployment.host_port for s in states if s.answered_at >= since}
-
-
 async def check_once(gateway: Gateway) -> None:
     states = list(gateway.router.states.values())
     settings = gateway.config.settings
@@ -78,7 +73,10 @@ async def check_once(gateway: Gateway) -> None:
     servers = {_server(s): s for s in states}  # one probe per server
     verdicts = await asyncio.gather(*(probe(gateway.checks, s, timeout) for s in servers.values()))
     by_server = dict(zip(servers, verdicts, strict=True))
-    answering = _answering(states, time.monotonic() - settings.health_check_interval - timeout)
+    # A server that sent callers any bytes of an answer within the window (a stream's pieces
+    # included) is busy, not down: its checks timing out say nothing.
+    window = settings.health_check_interval + timeout
+    answering = gateway.http.heard_since(asyncio.get_running_loop().time() - window)
     for state in states:
         failure = by_server[_server(state)]
         if failure == TIMED_OUT and state.deployment.host_port in answering:

@@ -92,12 +92,13 @@ class _Target(NamedTuple):
 class _Host:
     """The connections to one scheme/host/port: idle ones (LIFO), how many open, who waits."""
 
-    __slots__ = ("idle", "key", "open", "waiters")
+    __slots__ = ("heard", "idle", "key", "open", "waiters")
 
     def __init__(self, key: tuple[str, str, int]) -> None:
         self.key = key
         self.idle: list[_Connection] = []
         self.open = 0  # connected, connecting or handed to a waiter
+        self.heard = float("-inf")  # loop time of the last bytes of an answer from this host
         self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
 
 
@@ -161,6 +162,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             self.wake()
             return
+        self.host.heard = self.loop.time()
         if not self.head_done:
             self.data_bytes += len(data)
             if self.data_bytes > MAX_HEAD:  # still no end of head
@@ -535,6 +537,11 @@ class Pool:
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
     # pool bookkeeping
+
+    def heard_since(self, since: float) -> set[str]:
+        """The "host:port"s that sent bytes of an answer at or after `since` (loop time): a
+        stream in progress shows its server is answering, however long ago its head came."""
+        return {f"{h.key[1]}:{h.key[2]}" for h in self._hosts.values() if h.heard >= since}
 
     def _target(self, url: str) -> _Target:
         target = self._targets.get(url)

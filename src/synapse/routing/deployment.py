@@ -45,7 +45,6 @@ class DeploymentState:
         self._waiters: list[tuple[float, int, asyncio.Future[None], bool]] = []
         self._arrivals = itertools.count()
         self.last_failure: tuple[str, float] | None = None  # (reason, unix time)
-        self.answered_at = float("-inf")  # monotonic time of the backend's last answer
         self._g_in_flight = metrics.IN_FLIGHT.labels(deployment.id)
         self._g_queued = metrics.QUEUED.labels(deployment.id)
         self._g_up = metrics.DEPLOYMENT_UP.labels(
@@ -134,7 +133,6 @@ class DeploymentState:
         """A request's verdict on the backend; a failure's `reason` is kept for /health."""
         before = self.breaker.state
         if ok:
-            self.answered_at = time.monotonic()
             self.breaker.succeeded()
         else:
             self.note_failure(reason or "failed")
