@@ -13,13 +13,10 @@ Runs in the vLLM venv (needs `numpy`, `safetensors`, `tokenizers`):
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
-from synapse.local.tinyhf import _TRAINING_TEXT
+from synapse.local.tinyhf import _TRAINING_TEXT, cli, save_model
 
 VERSION = 1  # bump when the model changes: callers key their cached directory on it
 MAX_POSITIONS = 512
@@ -97,14 +94,10 @@ def _weights(vocab: int, seed: int) -> dict[str, object]:
 
 
 def write_tiny_bert(out: Path, seed: int = 0) -> Path:
-    """Write config, weights and tokenizer into `out` (atomically); deterministic."""
-    from safetensors.numpy import save_file
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Write config, weights and tokenizer into `out` (atomically). The weights follow from
+    `seed` and the vocabulary; the WordPiece trainer breaks ties its own way, so the vocabulary
+    (and so the vectors) can differ between two writes: callers keep the first (VERSION)."""
     tok = _tokenizer(1024)
-    tok.save(str(tmp / "tokenizer.json"))
     vocab = tok.get_vocab_size()
     names = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP}
     tokenizer_config = {
@@ -133,27 +126,16 @@ def write_tiny_bert(out: Path, seed: int = 0) -> Path:
         "position_embedding_type": "absolute",
         "torch_dtype": "float32",
     }
-    for name, data in (
-        ("tokenizer_config.json", tokenizer_config),
-        ("special_tokens_map.json", {**names, "mask_token": MASK}),
-        ("config.json", config),
-    ):
-        (tmp / name).write_text(json.dumps(data, indent=1))
-    save_file(_weights(vocab, seed), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)
-    return out
+    files = {
+        "tokenizer_config.json": tokenizer_config,
+        "special_tokens_map.json": {**names, "mask_token": MASK},
+        "config.json": config,
+    }
+    return save_model(out, tok, files, _weights(vocab, seed))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="directory to write the model into")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out = write_tiny_bert(args.out, args.seed)
-    size = sum(f.stat().st_size for f in out.iterdir())
-    print(f"wrote {out} ({size / 1e6:.1f} MB)")
-    return 0
+    return cli(write_tiny_bert, __doc__ or "", argv)
 
 
 if __name__ == "__main__":

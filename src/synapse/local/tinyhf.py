@@ -20,7 +20,9 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 VERSION = 1  # bump when the model changes: the stack keys its cached directory on it
 MAX_POSITIONS = 2048
@@ -129,14 +131,7 @@ def _weights(vocab: int, seed: int) -> dict[str, object]:
 
 def write_tiny_hf(out: Path, seed: int = 0) -> Path:
     """Write config, weights, tokenizer and template into `out` (atomically); deterministic."""
-    from safetensors.numpy import save_file
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-
     tok = _tokenizer(1024)
-    tok.save(str(tmp / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in _SPECIALS}
     vocab = tok.get_vocab_size()
     tokenizer_config = {
@@ -171,29 +166,46 @@ def write_tiny_hf(out: Path, seed: int = 0) -> Path:
         "torch_dtype": "float32",
     }
     generation = {"bos_token_id": ids[BOS], "eos_token_id": eos_ids, "pad_token_id": ids[EOS]}
-    for name, data in (
-        ("tokenizer_config.json", tokenizer_config),
-        ("special_tokens_map.json", special),
-        ("config.json", config),
-        ("generation_config.json", generation),
-    ):
-        (tmp / name).write_text(json.dumps(data, indent=1))
-    save_file(_weights(vocab, seed), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    files = {
+        "tokenizer_config.json": tokenizer_config,
+        "special_tokens_map.json": special,
+        "config.json": config,
+        "generation_config.json": generation,
+    }
+    return save_model(out, tok, files, _weights(vocab, seed))
 
+
+def save_model(out: Path, tokenizer: Any, files: dict[str, dict], tensors: dict) -> Path:
+    """Write a Hugging Face model directory: tokenizer, JSON files, weights. Atomically (a
+    staging directory renamed into place), so a directory that exists is whole."""
+    from safetensors.numpy import save_file
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer.save(str(tmp / "tokenizer.json"))
+    for name, data in files.items():
+        (tmp / name).write_text(json.dumps(data, indent=1))
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(write: Callable[[Path, int], Path], doc: str, argv: list[str] | None) -> int:
+    """The command line of a tiny-model writer: OUT_DIR [--seed N]."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("out", type=Path, help="directory to write the model into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = write_tiny_hf(args.out, args.seed)
+    out = write(args.out, args.seed)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(write_tiny_hf, __doc__ or "", argv)
 
 
 if __name__ == "__main__":
