@@ -246,6 +246,32 @@ def gateway(
     gw.stop()
 
 
+# A Responses API function tool, as the SDKs send it.
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def replica_urls(
+    openai_backend: Backend, ollama_backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The /v1 base URLs of two gateway processes on one config: Synapse's replicas, which
+    share nothing but the config (its master key included)."""
+    config = routing_config(openai_backend, ollama_backend)
+    gateways = [Gateway(config, tmp_path_factory.mktemp("replica")) for _ in range(2)]
+    yield gateways[0].url + "/v1", gateways[1].url + "/v1"
+    for gw in gateways:
+        gw.stop()
+
+
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Any]:
     """A gateway of the test's own, for tests that break or reconfigure it."""

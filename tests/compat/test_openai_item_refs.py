@@ -4,35 +4,15 @@ covers the refusals with the main suite's SDK."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
+from tests.conftest import MASTER_KEY, WEATHER, Backend
 
 
 @pytest.fixture(scope="module")
-def clients(
-    openai_backend: Backend, ollama_backend: Backend, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[openai.OpenAI]]:
-    config = routing_config(openai_backend, ollama_backend)
-    gateways = [Gateway(config, tmp_path_factory.mktemp("replica")) for _ in range(2)]
-    yield [
-        openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0) for gw in gateways
-    ]
-    for gw in gateways:
-        gw.stop()
+def clients(replica_urls: tuple[str, str]) -> list[openai.OpenAI]:
+    return [openai.OpenAI(base_url=url, api_key=MASTER_KEY, max_retries=0) for url in replica_urls]
 
 
 def test_conversation_and_tool_loop_by_reference(

@@ -7,18 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
+from tests.conftest import MASTER_KEY, WEATHER, Backend, Gateway, routing_config
 
 
 @pytest.fixture(scope="module")

@@ -7,36 +7,20 @@ to the other one, as behind the cluster's Service. The `openai` SDK drives them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
+from tests.conftest import MASTER_KEY, WEATHER, Backend, Gateway, routing_config
 
 
 @pytest.fixture(scope="module")
-def replicas(
-    openai_backend: Backend, ollama_backend: Backend, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[openai.OpenAI, openai.OpenAI]]:
-    config = routing_config(openai_backend, ollama_backend)
-    gateways = [Gateway(config, tmp_path_factory.mktemp("replica")) for _ in range(2)]
-    yield tuple(  # type: ignore[misc]
-        openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER_KEY, max_retries=0) for gw in gateways
+def replicas(replica_urls: tuple[str, str]) -> tuple[openai.OpenAI, openai.OpenAI]:
+    first, second = (
+        openai.OpenAI(base_url=url, api_key=MASTER_KEY, max_retries=0) for url in replica_urls
     )
-    for gw in gateways:
-        gw.stop()
+    return first, second
 
 
 def _refused(client: openai.OpenAI, **request: object) -> str:
