@@ -30,6 +30,7 @@ from tests.gateway.test_consumers import KEYS, MEMORY_KEY
 
 MODEL = "mxbai-embed-large"
 HOLD = 2.0
+PER_CALL = 0.05  # each call's cost at the stub, as a CPU engine's: batching pays on `serial`
 
 
 def _config(ollama_b: Backend, parallel: int | None = 1, **settings: object) -> dict:
@@ -61,14 +62,16 @@ def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, 
 
 @pytest.fixture(autouse=True)
 def _fresh(serial) -> None:
-    serial[1].control(mode="ok", embed_calls=[], embed_delay=0, embed_text_delay=0, max_active=0)
+    serial[1].control(
+        mode="ok", embed_calls=[], embed_delay=PER_CALL, embed_text_delay=0, max_active=0
+    )
 
 
 async def _hold(gw: Gateway, backend: Backend) -> asyncio.Task:
     backend.control(embed_delay=HOLD)
     task = asyncio.create_task(ollama_client(gw).embed(model=MODEL, input=unique("first")))
     await in_flight(backend, 1)
-    backend.control(embed_delay=0)
+    backend.control(embed_delay=PER_CALL)
     return task
 
 
