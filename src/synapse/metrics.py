@@ -125,6 +125,12 @@ EMBEDDING_BATCH_WAIT = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
     registry=REGISTRY,
 )
+EMBEDDING_HELD = Gauge(
+    "synapse_embedding_requests_held",
+    "Embedding requests held while their group's backend is at capacity, waiting for a call.",
+    ["model"],
+    registry=REGISTRY,
+)
 EMBEDDING_CACHE = Counter(
     "synapse_embedding_cache",
     "Embedding cache lookups and removals, by result (hit, miss, eviction, expired).",

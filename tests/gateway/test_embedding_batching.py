@@ -34,6 +34,7 @@ HOLD = 2.0  # seconds the first call is held: ample for the rest to arrive on a 
 # machine (with free calls, scheduling noise once made it send a batch's requests alone).
 PER_CALL = 0.05
 MODEL = "mxbai-embed-large"
+HELD = "synapse_embedding_requests_held"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,15 @@ async def _first_in_flight(gw: Gateway, backend: Backend, model: str = MODEL) ->
     return task
 
 
+async def _held(gw: Gateway, count: int) -> None:
+    """Until the gateway reports `count` embedding requests held (10 s at most)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (now := await asyncio.to_thread(metric, gw, HELD, model=MODEL)) != count:
+        assert loop.time() < deadline, f"{now} requests held, never {count}"
+        await asyncio.sleep(0.02)
+
+
 @sync
 async def test_concurrent_requests_from_both_apis_share_one_call_in_order(stack) -> None:
     gw, ollama_b, _, _ = stack
@@ -89,12 +99,15 @@ async def test_concurrent_requests_from_both_apis_share_one_call_in_order(stack)
     first = await _first_in_flight(gw, ollama_b)
     ollama_b.control(embed_delay=PER_CALL)
     single, openai_text, pair = unique("embed"), unique("openai"), [unique("a"), unique("b")]
-    answers = await asyncio.gather(
+    sent = asyncio.gather(
         ol.embed(model=MODEL, input=single),
         oa.embeddings.create(model=MODEL, input=openai_text),  # base64, as the SDK asks
         ol.embed(model=MODEL, input=pair),  # one caller, two texts: 4 texts in all
     )
+    await _held(gw, 3)  # visible while they wait: three requests, whatever their texts
+    answers = await sent
     await first
+    await _held(gw, 0)  # and none once they have left
     assert [(c["path"], c["items"]) for c in calls(ollama_b)] == [
         ("/api/embeddings", 1),
         ("/api/embed", BATCH),

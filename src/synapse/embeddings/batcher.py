@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from prometheus_client import Gauge
+
 from synapse import metrics
 from synapse.config import Deployment
 from synapse.config.schema import SynapseSettings
@@ -62,12 +64,17 @@ class _Item:
 
 @dataclass(slots=True)
 class _Group:
+    held: Gauge  # this group's synapse_embedding_requests_held
     capacity: int = 1
     deployments: tuple[str, ...] = ()
     in_flight: int = 0  # calls
     texts_in_flight: int = 0
     queued: int = 0  # requests in the lanes
     lanes: dict[LaneKey, deque[_Item]] = field(default_factory=dict)
+
+    def count(self, change: int) -> None:
+        self.queued += change
+        self.held.set(self.queued)
 
 
 def capacity(deployments: tuple[Deployment, ...], max_in_flight: int) -> int:
@@ -102,7 +109,7 @@ class Batcher:
         """Vectors for `texts` from one backend call, alone or shared with other requests."""
         state = self._groups.get(group)
         if state is None:
-            state = self._groups[group] = _Group()
+            state = self._groups[group] = _Group(metrics.EMBEDDING_HELD.labels(group))
         state.capacity = capacity(deployments, self.settings.embedding_batching.max_in_flight)
         state.deployments = tuple(d.id for d in deployments)
         if state.in_flight < state.capacity and not state.queued:
@@ -128,7 +135,7 @@ class Batcher:
         batching = self.settings.embedding_batching
         key = (params, trace.priority, batchable and batching.enabled)
         state.lanes.setdefault(key, deque()).append(item)
-        state.queued += 1
+        state.count(1)
         timeout = self.settings.queue_timeout
         item.deadline = loop.call_later(timeout, self._expire, group, state, key, item)
         self._dispatch(group, state)
@@ -146,7 +153,7 @@ class Batcher:
         lane.remove(item)
         if not lane:
             del state.lanes[key]
-        state.queued -= 1
+        state.count(-1)
         if item.deadline is not None:
             item.deadline.cancel()
         return True
@@ -197,7 +204,7 @@ class Batcher:
             ):
                 break
             lane.popleft()
-            state.queued -= 1
+            state.count(-1)
             if item.deadline is not None:
                 item.deadline.cancel()
             items.append(item)
