@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -115,22 +116,9 @@ def test_first_chat_answers_while_the_engines_venv_is_still_missing(tmp_path: Pa
     audio, llama.cpp) may not exist yet, and its groups join later."""
     from openai import OpenAI
 
-    state = tmp_path / "state"
-    hf_model = state / f"tiny-llama-hf-v{tinyhf.VERSION}"  # as if written: the fake needs none
-    hf_model.mkdir(parents=True)
-    opts = StackOptions(
-        engines_venv=tmp_path / "not-yet",
-        vllm_venv=_fake_vllm_venv(tmp_path),
-        state_dir=state,
-        port=0,
-        ollama_port=0,
-        metrics_port=0,
-        use_ollama=False,
-        default_engine_ports=False,
-        restart=False,
-    )
     events: list[str] = []
-    stack = Stack(opts, say=events.append)
+    stack = _fake_stack(tmp_path, say=events.append)
+    state = stack.opts.state_dir
     try:
         stack.start()
         assert sorted(stack.pending) == ["audio", "embeddings", "llama-cpu"]
@@ -289,9 +277,12 @@ def test_vllm_caches_its_bytecode_where_the_caller_forbids_it(
     assert list((code / "__pycache__").glob("probe.*.pyc"))
 
 
-def _fake_stack(tmp_path: Path, **options: object) -> Stack:
+def _fake_stack(
+    tmp_path: Path, say: Callable[[str], None] | None = None, **options: object
+) -> Stack:
     """A stack whose vLLM is the OpenAI stub and whose other engines are not installed."""
     state = tmp_path / "state"
+    # the tiny model's directory as if written: the stub needs none
     (state / f"tiny-llama-hf-v{tinyhf.VERSION}").mkdir(parents=True)
     opts = StackOptions(
         engines_venv=tmp_path / "not-yet",
@@ -304,7 +295,7 @@ def _fake_stack(tmp_path: Path, **options: object) -> Stack:
         restart=False,
         **{"metrics_port": 0, **options},  # type: ignore[arg-type]
     )
-    return Stack(opts)
+    return Stack(opts, say=say)
 
 
 @pytest.mark.parametrize("busy", [False, True])

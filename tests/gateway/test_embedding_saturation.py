@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -48,16 +49,23 @@ def _config(ollama_b: Backend, parallel: int | None = 1, **settings: object) -> 
     return config
 
 
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Backend]]:
-    """An Ollama that embeds one call at a time (max_parallel_requests: 1, as declared)."""
+def _stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **options: Any
+) -> Iterator[tuple[Gateway, Backend]]:
+    """A gateway on one Ollama stub (`_config(backend, **options)`), both stopped after."""
     backend = Backend("ollama")
     try:
-        gw = Gateway(_config(backend), tmp_path_factory.mktemp("serial"), env=KEYS)
+        gw = Gateway(_config(backend, **options), tmp_path_factory.mktemp(name), env=KEYS)
         yield gw, backend
         gw.stop()
     finally:
         backend.stop()
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Backend]]:
+    """An Ollama that embeds one call at a time (max_parallel_requests: 1, as declared)."""
+    yield from _stack(tmp_path_factory, "serial")
 
 
 @pytest.fixture(autouse=True)
@@ -148,13 +156,7 @@ async def test_batching_continues_where_the_backend_pays_per_call(serial) -> Non
 @pytest.fixture(scope="module")
 def padded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Backend]]:
     """Four slots and a batch that costs more per text than single calls (padding)."""
-    backend = Backend("ollama")
-    try:
-        gw = Gateway(_config(backend, parallel=4), tmp_path_factory.mktemp("padded"), env=KEYS)
-        yield gw, backend
-        gw.stop()
-    finally:
-        backend.stop()
+    yield from _stack(tmp_path_factory, "padded", parallel=4)
 
 
 @sync
@@ -172,20 +174,14 @@ async def test_batching_stops_where_it_loses(padded) -> None:
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Backend]]:
     """No max_parallel_requests declared: `max_in_flight` bounds the group; a short deadline."""
-    backend = Backend("ollama")
-    config = _config(
-        backend,
+    yield from _stack(
+        tmp_path_factory,
+        "bounded",
         parallel=None,
         embedding_batching={"enabled": False, "max_in_flight": 2},
         queue_timeout=0.5,
         queue_size=6,
     )
-    try:
-        gw = Gateway(config, tmp_path_factory.mktemp("bounded"), env=KEYS)
-        yield gw, backend
-        gw.stop()
-    finally:
-        backend.stop()
 
 
 @sync
