@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from synapse.local import tinybert
-from synapse.local.engines import VLLM_ENV, VLLM_MAX_MODEL_LEN, engine_python, source_root
+from synapse.local.engines import (
+    VLLM_ENV,
+    VLLM_MAX_MODEL_LEN,
+    EngineSpec,
+    engine_python,
+    source_root,
+)
+from synapse.local.supervisor import Supervisor
 
 MODEL_NAME = "tiny-bert"  # what vLLM calls the model
 START_TIMEOUT = 600.0  # ~80 s alone on two cores; minutes when the machine is shared
@@ -46,7 +50,8 @@ def argv(vllm_venv: Path, model: Path, port: int, dtype: str = "float32") -> lis
 
 
 class PoolingServer:
-    """One vLLM pooling process on 127.0.0.1:`port`, its output in `log`."""
+    """One vLLM pooling process on 127.0.0.1:`port`, its output in `log`, run by a
+    `Supervisor` of its own (process group, parent-death signal, open-files limit)."""
 
     def __init__(
         self,
@@ -57,47 +62,28 @@ class PoolingServer:
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
-        self.cmd = argv(vllm_venv, write_model(vllm_venv, state_dir, seed), port, dtype)
+        model = write_model(vllm_venv, state_dir, seed)
+        cmd = tuple(argv(vllm_venv, model, port, dtype))
+        # the supervisor names the log after the engine: `log`'s stem keeps the caller's path
+        self.spec = EngineSpec(log.stem, port, "/health", cmd, VLLM_ENV, START_TIMEOUT)
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
+        self._supervisor: Supervisor | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> PoolingServer:
-        began = time.monotonic()
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                env={**os.environ, **VLLM_ENV},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its engine core and worker stop with it
-            )
-        deadline = began + timeout
-        while not self._healthy():
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"vLLM pooling exited with {self.proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"vLLM pooling not ready within {timeout:g}s (log: {self.log})")
-            time.sleep(0.5)
-        self.start_seconds = time.monotonic() - began
+        self._supervisor = Supervisor(self.log.parent)
+        child = self._supervisor.start(self.spec, self.spec.default_port, restart=False)
+        self.proc = child.proc
+        try:
+            self.start_seconds = self._supervisor.wait_ready(child, timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, 15)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
+        if self._supervisor is not None:
+            self._supervisor.stop_all(grace=30)
+            self._supervisor = None
