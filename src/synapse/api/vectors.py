@@ -109,7 +109,6 @@ async def vectors(ctx: Context, group: str, texts: list[str], params: Params) ->
         return out
 
     def run(batch: list[str], trace: Trace) -> Awaitable[Embedded]:
-        trace.allowed = ctx.trace.allowed  # a batch's callers share one fallback chain
         return embed(dataclasses.replace(ctx, trace=trace), group, batch, params)
 
     chain = "\0".join(ctx.router.chain(group, ctx.trace)).encode()

@@ -175,7 +175,7 @@ class Batcher:
             items = self._take(group, state, key)
             if not items:
                 continue
-            self._begin(state, items)
+            self._begin(state, sum(len(i.texts) for i in items))
             task = asyncio.create_task(self._send(group, state, key[1], items))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -215,9 +215,9 @@ class Batcher:
         return items
 
     # -- calls -----------------------------------------------------------------------------
-    def _begin(self, state: _Group, items: list[_Item]) -> None:
+    def _begin(self, state: _Group, texts: int) -> None:
         state.in_flight += 1
-        state.texts_in_flight += sum(len(i.texts) for i in items)
+        state.texts_in_flight += texts
 
     def _end(self, group: str, state: _Group, texts: int) -> None:
         state.in_flight -= 1
@@ -233,8 +233,7 @@ class Batcher:
     ) -> Embedded:
         """Sent in the caller's own task, counted in flight so that newcomers queue."""
         busy = state.in_flight > 0
-        state.in_flight += 1
-        state.texts_in_flight += len(texts)
+        self._begin(state, len(texts))
         metrics.EMBEDDING_BATCH_WAIT.labels(group).observe(0)
         metrics.EMBEDDING_BATCH_SIZE.labels(group).observe(len(texts))
         try:
@@ -256,7 +255,7 @@ class Batcher:
     async def _send(self, group: str, state: _Group, priority: str, items: list[_Item]) -> None:
         texts = [t for item in items for t in item.texts]
         first = items[0].trace
-        trace = Trace(first.request_id, consumer=first.consumer, priority=priority)
+        trace = _call_trace(first, priority)
         now = time.monotonic()
         for item in items:
             metrics.EMBEDDING_BATCH_WAIT.labels(group).observe(now - item.queued)
@@ -293,7 +292,7 @@ class Batcher:
             self._end(group, state, len(texts))
 
     async def _resend(self, group: str, priority: str, item: _Item) -> None:
-        trace = Trace(item.trace.request_id, consumer=item.trace.consumer, priority=priority)
+        trace = _call_trace(item.trace, priority)
         metrics.EMBEDDING_BATCH_SIZE.labels(group).observe(len(item.texts))
         try:
             result = await item.run(item.texts, trace)
@@ -323,3 +322,11 @@ def _copy(batch: Trace, caller: Trace) -> None:
     caller.retries = batch.retries
     caller.fallback = batch.fallback
     caller.errors.extend(batch.errors)
+
+
+def _call_trace(trace: Trace, priority: str) -> Trace:
+    """A trace for a call made on queued callers' behalf: the first caller's id, consumer and
+    allowed groups (a lane's callers share one fallback chain), the lane's priority."""
+    return Trace(
+        trace.request_id, consumer=trace.consumer, priority=priority, allowed=trace.allowed
+    )

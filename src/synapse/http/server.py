@@ -162,11 +162,11 @@ class Connection(asyncio.Protocol):
             self._write_paused.set_result(None)
         self._write_paused = None
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         while data and not self._broken:
             data = self._parse(data)
 
-    def _parse(self, data: bytes) -> bytes:
+    def _parse(self, data: bytes | memoryview) -> bytes | memoryview:
         """Feed `data` to the parser; what follows an ignored upgrade's head is returned, to be
         parsed in turn (a loop, not recursion: a read may hold many such requests)."""
         if self._idle_timer is not None:
@@ -191,7 +191,7 @@ class Connection(asyncio.Protocol):
                 self._stop_parsing()
                 return b""
             self._ignore_upgrade()
-            return data[exc.args[0] :]
+            return memoryview(data)[exc.args[0] :]  # no copy: a read may hold thousands
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
             if isinstance(refused, _LastRequest):
