@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import MASTER_KEY, Gateway, one_chat_deployment, routing_config
+from tests.conftest import MASTER_KEY, Backend, Gateway, one_chat_deployment, routing_config
 from tests.gateway import raw
 from tests.gateway.h1 import Wire
 from tests.gateway.liveness import LivenessProbe
@@ -310,6 +311,46 @@ def test_stream_timeout_ends_a_stream_that_keeps_flowing(make_gateway, pace: flo
             timeout=10,
         ) as again:
             assert again.status_code == 200
+
+
+# --- write_timeout bounds a client that takes nothing, not one that reads slowly -------------
+
+
+class SlowWire(Wire):
+    """A client reading steadily but slowly: at most 64 KiB per 20 ms (~3 MB/s)."""
+
+    def recv_some(self) -> bytes:
+        time.sleep(0.02)
+        return super().recv_some()
+
+
+def embeddings_request(texts: int, *lines: bytes) -> bytes:
+    body = orjson.dumps({"model": "embed-openai", "input": [f"t{i}" for i in range(texts)]})
+    head = [b"POST /v1/embeddings HTTP/1.1", b"Host: x", AUTH, b"Content-Type: application/json"]
+    head += [b"Content-Length: %d" % len(body), *lines]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def test_a_slow_steady_reader_gets_large_answers_whole(
+    make_gateway, openai_backend: Backend
+) -> None:
+    """Two pipelined ~4 MB answers read at ~3 MB/s with write_timeout 0.5 s: a client that
+    keeps taking output is never cut off, neither while the second request waits for the
+    first answer to drain nor after the last (Connection: close). Unfixed, the deadline
+    covered the whole drain: reset 0.5 s into it."""
+    gw = make_gateway(routing_config(openai_backend, None, write_timeout=0.5))
+    requests = embeddings_request(20_000) + embeddings_request(20_000, b"Connection: close")
+    with SlowWire(gw.port, timeout=60) as wire:
+        # sent while the answers are read, as a pipelining client does (the gateway reads
+        # the second request only once the first answer is on its way)
+        sender = threading.Thread(target=wire.send, args=(requests,))
+        sender.start()
+        first, second = wire.reply("POST"), wire.reply("POST")
+        sender.join()
+    for reply in (first, second):
+        assert reply.status == 200 and reply.complete, (reply.status, len(reply.body))
+        assert len(reply.body) > 4_000_000 and len(reply.json()["data"]) == 20_000
+    assert second.closes
 
 
 # --- finding 4: a client that pipelines and does not read -----------------------------------

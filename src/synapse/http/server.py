@@ -28,9 +28,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import logging
 import socket
 import struct
+import sys
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -89,6 +92,23 @@ class _Refused(Exception):
 
 class _LastRequest(Exception):
     """Raised after a request that ends the connection: llhttp parses nothing after it."""
+
+
+# How often, per write_timeout, a client holding our output is checked for taking some of it.
+CHECKS_PER_TIMEOUT = 4
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Our output the client has not taken yet: the transport's buffer and the kernel's send
+    queue (SIOCOUTQ). The buffer alone moves only once a third of a multi-megabyte kernel
+    queue has been read, so a slow but steady reader would look stalled."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            unsent += int.from_bytes(queued, sys.byteorder)
+    return unsent
 
 
 class Connection(asyncio.Protocol):
@@ -453,16 +473,26 @@ class Connection(asyncio.Protocol):
 
     async def _flushed(self) -> bool:
         """Until the client has read our output down to the low-water mark (at once, usually):
-        the next request is served only then. False if it read too little in `write_timeout`,
-        or left."""
-        if self._write_paused is None:
+        the next request is served only then. False if it took none of it for `write_timeout`
+        (a slow reader of a large answer keeps going while it reads), or left."""
+        transport = self.transport
+        if self._write_paused is None or transport is None:
             return not self._lost  # the usual case: nothing to wait for, no timer
-        try:
-            async with asyncio.timeout(self.server.write_timeout()):
-                await self.drain()
-        except (ConnectionError, TimeoutError):
-            return False
-        return True
+        timeout = self.server.write_timeout()
+        left, taken_at = _unsent(transport), self.loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(timeout / CHECKS_PER_TIMEOUT):
+                    await self.drain()
+            except ConnectionError:
+                return False
+            except TimeoutError:
+                if (now := _unsent(transport)) < left:
+                    left, taken_at = now, self.loop.time()
+                elif self._lost or self.loop.time() - taken_at >= timeout:
+                    return False
+            else:
+                return True
 
     def close_after_response(self) -> None:
         self._close_after = True
@@ -534,15 +564,31 @@ class Connection(asyncio.Protocol):
         return self._current is None and not self._queue and self._parsing is None
 
     def _close(self) -> None:
-        """Close once the output is sent; a client that has not taken it within write_timeout
-        is cut off then (a graceful close would hold the buffer for as long as it waits)."""
+        """Close once the output is sent; a client that takes none of it for write_timeout is
+        cut off then (a graceful close would hold the buffer for as long as it waits)."""
         self._cancel_timers()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         transport.close()
-        if transport.get_write_buffer_size():
-            self.loop.call_later(self.server.write_timeout(), self._abort)
+        self._abort_unless_taking(transport)
+
+    def _abort_unless_taking(
+        self, transport: asyncio.Transport, left: int = -1, taken_at: float = 0.0
+    ) -> None:
+        """While output is left, check that the client takes some of it (less is `left` than
+        at the last check); abort once it has taken none for `write_timeout`."""
+        if not transport.get_write_buffer_size() or self._lost:
+            return  # the rest is the kernel's to send
+        timeout, now = self.server.write_timeout(), self.loop.time()
+        if (unsent := _unsent(transport)) < left or left < 0:
+            left, taken_at = unsent, now
+        elif now - taken_at >= timeout:
+            self._abort()
+            return
+        self.loop.call_later(
+            timeout / CHECKS_PER_TIMEOUT, self._abort_unless_taking, transport, left, taken_at
+        )
 
     def _abort(self) -> None:
         """Drop the connection and every byte it holds, the kernel's send queue included (a
