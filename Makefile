@@ -47,11 +47,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Synapse with its test tools
 
-# Debian packages the tests call (promtool). Installed only when missing.
+# $(call apt_install,COMMANDS,PACKAGES): the Debian PACKAGES, unless every one of COMMANDS is
+# on the PATH already (as root, else through sudo; `env` because sudo drops the environment).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+apt_install = missing=; for c in $(1); do command -v $$c >/dev/null || missing=1; done; \
+  [ -z "$$missing" ] || { echo "==> installing $(2) (Debian packages)"; \
+    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends $(2) >/dev/null; }
+
+# Debian packages the tests call: promtool, and npm for the Node compatibility tier.
 system-deps: ## install the Debian tools the tests need
-	@command -v promtool >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@$(call apt_install,promtool,prometheus)
+	@$(call apt_install,npm,npm)
 
 serve: install ## the gateway alone on $(CONFIG) (an Ollama at localhost:11434), loopback only
 	$(BIN)/synapse serve --config $(CONFIG) --host 127.0.0.1 --port 8000

@@ -16,10 +16,7 @@ BENCH_BASELINE_ARG = $(if $(filter undefined,$(origin BENCH_BASELINE)),,--baseli
 
 # nginx (the cheap backend) and wrk (the load generator) from Debian, only when missing.
 bench-system-deps:
-	@command -v nginx >/dev/null && command -v wrk >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  $$SUDO apt-get install -y -qq --no-install-recommends nginx wrk >/dev/null; }
+	@$(call apt_install,nginx wrk,nginx wrk)
 	@command -v taskset >/dev/null || echo "taskset missing: processes run unpinned"
 
 # The bench extras (matplotlib, py-spy) into the shared venv.

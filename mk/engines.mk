@@ -22,7 +22,8 @@ RUN_ARGS ?=
 
 .PHONY: engines llama-engine llama-wheel vllm run test-engines clean-engines
 
-llama-wheel: ## build the llama-cpp-python wheel once into $(WHEEL_CACHE)
+llama-wheel: ## build the llama-cpp-python wheel once into $(WHEEL_CACHE) (g++ from Debian)
+	@$(call apt_install,g++,g++)
 	@wheel() { ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; }; \
 	if wheel; then \
 	  echo "==> llama-cpp-python $(LLAMA_VERSION): using the cached wheel in $(WHEEL_CACHE)"; \

@@ -10,18 +10,13 @@ IMAGE_TEST_TAG ?= synapse:image-test
 .PHONY: docker-tools docker-engine test-image
 
 docker-tools: ## install docker.io and debootstrap from Debian when missing
-	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || { \
-	  echo "==> installing docker.io and debootstrap (Debian packages)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends docker.io debootstrap >/dev/null; }
+	@$(call apt_install,dockerd debootstrap,docker.io debootstrap)
 
 # dockerd in its own session, so it outlives make; its log in $(DOCKERD_LOG).
 docker-engine: docker-tools ## start dockerd in the background unless it runs (waits $(DOCKERD_WAIT) s)
 	@docker info >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "==> starting dockerd in the background (log $(DOCKERD_LOG))"; \
-	  $$SUDO setsid sh -c 'exec dockerd >>$(DOCKERD_LOG) 2>&1' </dev/null & \
+	  $(SUDO) setsid sh -c 'exec dockerd >>$(DOCKERD_LOG) 2>&1' </dev/null & \
 	  for i in $$(seq $(DOCKERD_WAIT)); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
 	  docker info >/dev/null 2>&1 || { tail -n 20 $(DOCKERD_LOG); \
 	    echo "dockerd did not answer within $(DOCKERD_WAIT) s (log $(DOCKERD_LOG))" >&2; exit 1; }; }
