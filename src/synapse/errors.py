@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# Words whose first letter misleads: "a unit", "a user", "a one-off"; "an hour", "an honest".
-_CONSONANT_SOUND = ("uni", "use", "usu", "uti", "eu", "one", "once")
-_VOWEL_SOUND = ("hour", "honest", "honor", "heir")
-
 
 class GatewayError(Exception):
     """An error with an HTTP status, rendered as OpenAI JSON on /v1 and Ollama JSON on /api."""
@@ -96,7 +92,6 @@ class GatewayTimeout(GatewayError):
 
 
 def with_article(word: str) -> str:
-    """`word` after "a" or "an", chosen by how it sounds ("an embedding", "a chat")."""
-    lower = word.lower()
-    vowel = lower[:1] in ("a", "e", "i", "o", "u") and not lower.startswith(_CONSONANT_SOUND)
-    return f"{'an' if vowel or lower.startswith(_VOWEL_SOUND) else 'a'} {word}"
+    """`word` after "a" or "an" ("an embedding", "a chat"): for mode names, whose first
+    letter always says how they sound."""
+    return f"{'an' if word[:1].lower() in ('a', 'e', 'i', 'o', 'u') else 'a'} {word}"

@@ -436,9 +436,9 @@ async def pull(request: Request) -> StreamResponse:
     answered as Ollama answers for a model it has, without a key: clients that pull a model
     missing from /api/tags (mem0's embedder) can start. Other pulls: operators only."""
     ctx = Context.of(request)
-    if has_master_key(request, ctx.router.config.master_key):
-        return await _forward_management(ctx, await ctx.json())
     body = await ctx.json()
+    if has_master_key(request, ctx.router.config.master_key):
+        return await _forward_management(ctx, body)
     name = _model_field(body)
     group = ctx.router.resolve(name) if isinstance(name, str) and name else None
     if group is None:

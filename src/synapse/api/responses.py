@@ -10,6 +10,8 @@ path carry the items, so an `item_reference` resolves on any replica with no sto
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 
 from synapse.api import relay
@@ -38,16 +40,17 @@ async def create(request: Request) -> StreamResponse:
     group = ctx.resolve(body.get("model"))
     streaming = body.get("stream") is True
     key = itemids.item_key(ctx.router.config.master_key)
+    # translated once per request, not per attempt: references are checked and inflated here
+    native_body = functools.cache(lambda: resp_tr.with_own_items(body, key))
+    chat_body = functools.cache(lambda model: resp_tr.chat_request(body, model, key))
 
     async def attempt(state: DeploymentState) -> upstream.Upstream:
         dep = state.deployment
         if serves_responses(dep):
-            payload = orjson.dumps(
-                {**resp_tr.with_own_items(body, key), "model": dep.backend_model}
-            )
+            payload = orjson.dumps({**native_body(), "model": dep.backend_model})
             path = "/responses"
         else:
-            payload = orjson.dumps(resp_tr.chat_request(body, dep.backend_model, key))
+            payload = orjson.dumps(chat_body(dep.backend_model))
             path = "/chat/completions"
         return await ctx.send(state, dep.openai_base + path, payload, streaming=streaming)
 

@@ -7,19 +7,16 @@ tier and `make bench-embeddings` start it on its own with `PoolingServer`.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from synapse.local import tinybert
+from synapse.local import supervisor, tinybert
 from synapse.local.engines import (
     VLLM_ENV,
     VLLM_MAX_MODEL_LEN,
     EngineSpec,
     engine_python,
-    source_root,
 )
-from synapse.local.supervisor import Supervisor
 
 MODEL_NAME = "tiny-bert"  # what vLLM calls the model
 START_TIMEOUT = 600.0  # ~80 s alone on two cores; minutes when the machine is shared
@@ -29,15 +26,7 @@ def write_model(vllm_venv: Path, state_dir: Path, seed: int = 0) -> Path:
     """The tiny BERT, written once per VERSION into `state_dir` by the vLLM venv's Python;
     another `seed` is another model of the same shape (its vectors are another space)."""
     out = state_dir / (f"tiny-bert-v{tinybert.VERSION}" + (f"-seed{seed}" if seed else ""))
-    if out.exists():
-        return out
-    env = {**os.environ, "PYTHONPATH": str(source_root())}
-    cmd = [str(engine_python(vllm_venv)), "-m", "synapse.local.tinybert", str(out)]
-    cmd += ["--seed", str(seed)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"could not write {out}:\n{done.stderr[-2000:]}")
-    return out
+    return supervisor.write_model(vllm_venv, "synapse.local.tinybert", out, "--seed", str(seed))
 
 
 def argv(vllm_venv: Path, model: Path, port: int, dtype: str = "float32") -> list[str]:
@@ -70,10 +59,10 @@ class PoolingServer:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
-        self._supervisor: Supervisor | None = None
+        self._supervisor: supervisor.Supervisor | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> PoolingServer:
-        self._supervisor = Supervisor(self.log.parent)
+        self._supervisor = supervisor.Supervisor(self.log.parent)
         child = self._supervisor.start(self.spec, self.spec.default_port, restart=False)
         self.proc = child.proc
         try:

@@ -11,7 +11,6 @@ and its port answers 503 "installing: ~N min left, see <log>" (synapse.local.ins
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +24,14 @@ from synapse.local import engines, profile, tinyhf, tinyllama
 from synapse.local.engines import EngineSpec, Models, Venvs
 from synapse.local.installing import InstallProgress, Placeholder
 from synapse.local.profile import OLLAMA_URL
-from synapse.local.supervisor import Child, StartError, Supervisor, free_port, port_is_free
+from synapse.local.supervisor import (
+    Child,
+    StartError,
+    Supervisor,
+    free_port,
+    port_is_free,
+    write_model,
+)
 
 DEFAULT_PROFILE = Path("config/local-engines.yaml")
 DEFAULT_ENGINES_VENV = Path(os.environ.get("SYNAPSE_ENGINES_VENV", ".venv-engines"))
@@ -112,15 +118,9 @@ class Stack:
 
     def _generate(self, venv: Path, module: str, out: Path, what: str) -> Path:
         """Run a model writer (synapse.local.tiny*) in the venv that has its libraries."""
-        if out.exists():
-            return out
-        self.say(f"writing {what} to {out}")
-        env = {**os.environ, "PYTHONPATH": str(engines.source_root())}
-        cmd = [str(engines.engine_python(venv)), "-m", module, str(out)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise StartError(f"could not write {out}:\n{done.stderr[-2000:]}")
-        return out
+        if not out.exists():
+            self.say(f"writing {what} to {out}")
+        return write_model(venv, module, out)
 
     def _models(self, venvs: Venvs) -> Models:
         """Where the generated models go, and which engine needs which (written at its start)."""

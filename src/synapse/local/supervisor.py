@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synapse.local.engines import EngineSpec
+from synapse.local.engines import EngineSpec, engine_python, source_root
 
 BACKOFF_MAX = 30.0
 PROGRESS_EVERY = 15.0  # seconds between "vllm starting (45 s)…" lines while an engine loads
@@ -136,6 +136,19 @@ class Child:
 
 class StartError(RuntimeError):
     """A child exited or stayed unready during start; the message names its log."""
+
+
+def write_model(venv: Path, module: str, out: Path, *args: str) -> Path:
+    """Run a model writer (synapse.local.tiny*) in the venv that has its libraries, unless
+    `out` is there already."""
+    if out.exists():
+        return out
+    env = {**os.environ, "PYTHONPATH": str(source_root())}
+    cmd = [str(engine_python(venv)), "-m", module, str(out), *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise StartError(f"could not write {out}:\n{done.stderr[-2000:]}")
+    return out
 
 
 class Supervisor:
