@@ -152,6 +152,32 @@ def test_structure_inside_strings_is_not_counted(gw: Gateway) -> None:
     assert answer.status == 200, answer.body[:300]
 
 
+@pytest.mark.parametrize("port_name", ["openai", "ollama"])
+def test_an_embeddings_request_holds_at_most_max_embedding_inputs_texts(
+    gw: Gateway, port_name: str
+) -> None:
+    """500,000 one-letter texts fit the body and value limits, and each text costs the loop a
+    cache lookup and a translation: refused (400, OpenAI's own limit of 2,048 texts) before
+    any of it, in the caller's protocol, while the loop keeps answering."""
+    many = orjson.dumps({"model": "embed-openai", "input": ["x"] * 500_000})
+    with LivenessProbe(gw) as probe:
+        if port_name == "openai":
+            answer = raw.request(gw.port, "POST", "/v1/embeddings", [AUTH, JSON], many)
+        else:
+            answer = raw.request(gw.ollama_port, "POST", "/api/embed", [JSON], many)
+        time.sleep(0.3)  # a probe or two after the answer
+    assert probe.answered_within(PROBE_TIMEOUT), probe.slowest
+    assert answer.status == 400, answer.body[:300]
+    error = answer.json()["error"]  # type: ignore[index]
+    if port_name == "openai":
+        assert error["param"] == "input"
+        error = error["message"]
+    assert "500000 texts in one request: at most 2048 (max_embedding_inputs)" in error
+    within = orjson.dumps({"model": "embed-openai", "input": [f"t{i}" for i in range(2048)]})
+    answer = raw.request(gw.port, "POST", "/v1/embeddings", [AUTH, JSON], within)
+    assert answer.status == 200 and len(answer.json()["data"]) == 2048  # type: ignore[index]
+
+
 # -- finding 3: tool results matched to their calls --------------------------------------------
 
 

@@ -338,7 +338,8 @@ def test_a_slow_steady_reader_gets_large_answers_whole(
     keeps taking output is never cut off, neither while the second request waits for the
     first answer to drain nor after the last (Connection: close). Unfixed, the deadline
     covered the whole drain: reset 0.5 s into it."""
-    gw = make_gateway(routing_config(openai_backend, None, write_timeout=0.5))
+    config = routing_config(openai_backend, None, write_timeout=0.5, max_embedding_inputs=20_000)
+    gw = make_gateway(config)
     requests = embeddings_request(20_000) + embeddings_request(20_000, b"Connection: close")
     with SlowWire(gw.port, timeout=60) as wire:
         # sent while the answers are read, as a pipelining client does (the gateway reads

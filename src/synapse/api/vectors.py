@@ -13,6 +13,7 @@ from synapse.api import relay
 from synapse.api.context import Context
 from synapse.backends import upstream
 from synapse.embeddings.batcher import Embedded
+from synapse.errors import BadRequest
 from synapse.routing import Trace
 from synapse.routing.deployment import DeploymentState
 from synapse.translate import embeddings as embed_tr
@@ -98,6 +99,13 @@ def apportion(total: int, texts: list[str]) -> list[int]:
 
 
 async def vectors(ctx: Context, group: str, texts: list[str], params: Params) -> Embedded:
+    limit = ctx.settings.max_embedding_inputs
+    if len(texts) > limit:
+        raise BadRequest(
+            f"{len(texts)} texts in one request: at most {limit} (max_embedding_inputs); "
+            "send them as several requests",
+            param="input",
+        )
     cache = ctx.gateway.embedding_cache
     keys = [(group, params.key, text) for text in texts]
     found = [cache.get(key) for key in keys]

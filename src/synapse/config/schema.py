@@ -150,6 +150,9 @@ class SynapseSettings(BaseModel):
     keepalive_timeout: float = Field(default=120.0, gt=0)
     body_read_timeout: float = Field(default=60.0, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Texts per embeddings request (OpenAI's own limit): each costs the loop a cache lookup
+    # and a translation, so half a million tiny texts in 16 MiB would stall every caller.
+    max_embedding_inputs: int = Field(default=2048, ge=1)
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     audio_timeout: float = Field(default=900.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
