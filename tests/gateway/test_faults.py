@@ -14,7 +14,8 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import MASTER_KEY, Backend, routing_config
+from tests.conftest import MASTER_KEY, Backend, Gateway, routing_config
+from tests.gateway.raw import request_lines
 
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = {"model": "llama-gpu", "messages": [{"role": "user", "content": "hi"}]}
@@ -33,7 +34,6 @@ def sdk(gw) -> openai.OpenAI:
 
 
 def last_request_log(gw, path: str = "/v1/chat/completions") -> dict:
-    import json
 
     for _ in range(50):
         lines = [json.loads(x) for x in gw.log.splitlines() if '"msg":"request"' in x]
@@ -103,6 +103,15 @@ def test_stream_cut_midway_raises_in_the_client(make_gateway, backends) -> None:
     assert received == ["Hello", " from"]  # what arrived before the cut, then an error
 
 
+def logged(gw: Gateway, request_id: str, timeout: float = 5.0) -> dict:
+    """The request's log line, once the gateway has written it."""
+    deadline = time.monotonic() + timeout
+    while not (lines := [x for x in request_lines(gw.log) if x["request_id"] == request_id]):
+        assert time.monotonic() < deadline, f"no log line for {request_id}"
+        time.sleep(0.02)
+    return lines[0]
+
+
 def test_all_deployments_down_is_503_fast_once_breakers_open(make_gateway) -> None:
     dead = Backend("openai")
     dead_fallback = Backend("ollama")
@@ -112,12 +121,12 @@ def test_all_deployments_down_is_503_fast_once_breakers_open(make_gateway) -> No
     for _ in range(4):  # allowed_fails=3 consecutive failures open each breaker
         response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=AUTH)
         assert response.status_code == 503
-    headers = {**AUTH, "X-Request-ID": "after-the-breakers-opened"}
+    headers = {**AUTH, "X-Request-ID": "after-the-breakers"}
     response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status_code == 503
     assert "no healthy deployment" in response.json()["error"]["message"]
     # fast because nothing was tried: no deployment picked, no attempt failed
-    line = next(json.loads(x) for x in gw.log.splitlines() if "after-the-breakers" in x)
+    line = logged(gw, "after-the-breakers")  # request lines are flushed once per loop turn
     assert line["status"] == 503 and line["deployment"] is None and "errors" not in line, line
     health = httpx.get(gw.url + "/health", headers=AUTH).json()
     open_ids = {d["id"] for d in health["unhealthy_endpoints"]}
